@@ -1,0 +1,183 @@
+"""Pydantic models of the Zoom Dashboard API responses this exporter reads.
+
+Zoom adds fields over time and leaves many out, so every model ignores unknown fields, every
+field is optional, and a value of the wrong type becomes None instead of failing the response.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _text(value: Any) -> str | None:
+    """Zoom's QoS values are strings; numbers are accepted and anything else is no value."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed
+
+
+def _list_or_empty(value: Any) -> Any:
+    return value if isinstance(value, list) else []
+
+
+def _number_or_text(value: Any) -> int | float | str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float | str):
+        return value
+    return None
+
+
+Text = Annotated[str | None, BeforeValidator(_text)]
+Timestamp = Annotated[datetime | None, BeforeValidator(_timestamp)]
+Reading = Annotated[int | float | str | None, BeforeValidator(_number_or_text)]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+def _model_or_none(model: type[_Lenient]) -> Any:
+    def validate(value: Any) -> Any:
+        return value if isinstance(value, dict | model) else None
+
+    return BeforeValidator(validate)
+
+
+class StreamQos(_Lenient):
+    """One media stream's five-second QoS summary."""
+
+    bitrate: Text = None
+    latency: Text = None
+    jitter: Text = None
+    avg_loss: Text = None
+    max_loss: Text = None
+    resolution: Text = None
+    frame_rate: Text = None
+
+
+class CpuUsage(_Lenient):
+    zoom_min_cpu_usage: Text = None
+    zoom_avg_cpu_usage: Text = None
+    zoom_max_cpu_usage: Text = None
+    system_max_cpu_usage: Text = None
+
+
+class WifiRssi(_Lenient):
+    max_rssi: Reading = None
+    avg_rssi: Reading = None
+    min_rssi: Reading = None
+    rssi_unit: Text = None
+
+
+Stream = Annotated[StreamQos | None, _model_or_none(StreamQos)]
+
+# Zoom's stream field prefixes and suffixes, mapped to the exporter's `media` and `stream` labels.
+MEDIA_PREFIXES: dict[str, str] = {"audio": "audio", "video": "video", "as": "screen_share"}
+STREAM_SUFFIXES: tuple[str, ...] = (
+    "input",
+    "output",
+    "device_from_crc",
+    "device_to_crc",
+    "device_from_rwg",
+    "device_to_rwg",
+)
+
+
+class QosSample(_Lenient):
+    """One timed entry of a participant's `user_qos` list."""
+
+    date_time: Timestamp = None
+    audio_input: Stream = None
+    audio_output: Stream = None
+    audio_device_from_crc: Stream = None
+    audio_device_to_crc: Stream = None
+    audio_device_from_rwg: Stream = None
+    audio_device_to_rwg: Stream = None
+    video_input: Stream = None
+    video_output: Stream = None
+    video_device_from_crc: Stream = None
+    video_device_to_crc: Stream = None
+    video_device_from_rwg: Stream = None
+    video_device_to_rwg: Stream = None
+    as_input: Stream = None
+    as_output: Stream = None
+    as_device_from_crc: Stream = None
+    as_device_to_crc: Stream = None
+    as_device_from_rwg: Stream = None
+    as_device_to_rwg: Stream = None
+    cpu_usage: Annotated[CpuUsage | None, _model_or_none(CpuUsage)] = None
+    wifi_rssi: Annotated[WifiRssi | None, _model_or_none(WifiRssi)] = None
+
+    def streams(self) -> list[tuple[str, str, StreamQos]]:
+        """The present streams as (media, stream, values) label pairs."""
+        found = []
+        for prefix, media in MEDIA_PREFIXES.items():
+            for suffix in STREAM_SUFFIXES:
+                value = getattr(self, f"{prefix}_{suffix}")
+                if value is not None:
+                    found.append((media, suffix, value))
+        return found
+
+
+def _samples(value: Any) -> list[Any]:
+    return [item for item in _list_or_empty(value) if isinstance(item, dict | QosSample)]
+
+
+class Participant(_Lenient):
+    """A participant with QoS, from the list or the single-participant endpoint."""
+
+    id: Text = None
+    user_id: Text = None
+    user_name: Text = None
+    email: Text = None
+    device: Text = None
+    ip_address: Text = None
+    location: Text = None
+    network_type: Text = None
+    data_center: Text = None
+    join_time: Timestamp = None
+    leave_time: Timestamp = None
+    pc_name: Text = None
+    domain: Text = None
+    mac_addr: Text = None
+    harddisk_id: Text = None
+    version: Text = None
+    user_qos: Annotated[list[QosSample], BeforeValidator(_samples)] = Field(default_factory=list)
+
+    @property
+    def participant_id(self) -> str | None:
+        """The id that the single-participant endpoint takes: `user_id`, else `id`."""
+        return self.user_id or self.id
+
+
+class LiveMeeting(_Lenient):
+    """An entry of `/metrics/meetings` or `/metrics/webinars` (discovery)."""
+
+    uuid: Text = None
+    id: Text = None
+    topic: Text = None
+    host: Text = None
+    start_time: Timestamp = None
+    participants: Reading = None

@@ -1,0 +1,82 @@
+"""`probe`: fetch one meeting's (or one participant's) QoS once and print the parsed readings."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from contextlib import AbstractAsyncContextManager
+from typing import TextIO
+
+from exporter.client import Kind, ZoomClient, ZoomError
+from exporter.snapshot import ParticipantReading, StreamReading, participant_reading
+
+_STREAM_FIELDS = (
+    ("bitrate_bytes", "bitrate", "B/s"),
+    ("latency_seconds", "latency", "s"),
+    ("jitter_seconds", "jitter", "s"),
+    ("avg_loss_ratio", "loss_avg", ""),
+    ("max_loss_ratio", "loss_max", ""),
+    ("width_pixels", "width", "px"),
+    ("height_pixels", "height", "px"),
+    ("frame_rate", "fps", ""),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--meeting", required=True, help="meeting (or webinar) id or UUID")
+    parser.add_argument("--participant", help="one participant id: uses the single endpoint")
+    parser.add_argument("--webinar", action="store_true", help="the id is a webinar")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+async def fetch(
+    client: ZoomClient, kind: Kind, meeting: str, participant: str | None
+) -> list[ParticipantReading]:
+    if participant is not None:
+        found = [await client.participant_qos(kind, meeting, participant)]
+    else:
+        found = await client.participants_qos(kind, meeting)
+    readings = (participant_reading(p) for p in found)
+    return [r for r in readings if r is not None]
+
+
+def _stream_line(stream: StreamReading) -> str:
+    values = []
+    for attr, name, unit in _STREAM_FIELDS:
+        value = getattr(stream, attr)
+        if value is not None:
+            values.append(f"{name}={value:g}{unit}")
+    return f"  {stream.media}/{stream.stream}: " + (" ".join(values) or "(no values)")
+
+
+def print_text(readings: list[ParticipantReading], out: TextIO) -> None:
+    for reading in readings:
+        name = dict(reading.info).get("user_name") or "(no name)"
+        print(f"participant {reading.participant_id} {name}", file=out)
+        for stream in reading.streams:
+            print(_stream_line(stream), file=out)
+        for process, stat, value in reading.cpu:
+            print(f"  cpu/{process}/{stat}: {value:g}", file=out)
+        for stat, value in reading.wifi_rssi:
+            print(f"  wifi_rssi/{stat}: {value:g} dBm", file=out)
+    print(f"{len(readings)} live participants", file=out)
+
+
+async def run(
+    args: argparse.Namespace, client_context: AbstractAsyncContextManager[ZoomClient]
+) -> int:
+    kind: Kind = "webinar" if args.webinar else "meeting"
+    try:
+        async with client_context as client:
+            readings = await fetch(client, kind, args.meeting, args.participant)
+    except ZoomError as error:
+        print(f"zoom-qos-exporter probe: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump([dataclasses.asdict(r) for r in readings], sys.stdout, indent=2)
+        print()
+    else:
+        print_text(readings, sys.stdout)
+    return 0

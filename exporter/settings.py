@@ -1,0 +1,197 @@
+"""Settings: environment (ZOOM_EXPORTER_*), an optional YAML file, secrets files, and flags.
+
+Precedence, highest first: command-line flags, environment, secrets directory, YAML file, defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "ZOOM_EXPORTER_"
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message names it and never contains a secret value."""
+
+
+def _split_ids(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, int):
+        return [str(value)]
+    if isinstance(value, list):
+        return [str(item).strip() for item in value if str(item).strip()]
+    return value
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """"0.0.0.0:9924" -> ("0.0.0.0", 9924); "[::1]:9924" and ":9924" work too."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"{value!r} is not host:port")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, port
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    account_id: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    api_url: str = "https://api.zoom.us/v2"
+    oauth_url: str = "https://zoom.us/oauth/token"
+    listen_address: str = "0.0.0.0:9924"
+    telemetry_path: str = "/metrics"
+    poll_interval: float = Field(default=60.0, ge=1.0)
+    meeting_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webinar_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    discovery: bool = True
+    request_timeout: float = Field(default=10.0, gt=0, le=300)
+    concurrency: int = Field(default=4, ge=1, le=64)
+    max_staleness: float = Field(default=600.0, ge=0)
+    log_level: str = "info"
+    demo: bool = False
+
+    @field_validator("meeting_ids", "webinar_ids", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        return _split_ids(value)
+
+    @field_validator("listen_address")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+    @field_validator("api_url", "oauth_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("telemetry_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or value in ("/", "/-/healthy", "/-/ready"):
+            raise ValueError("must be a path such as /metrics")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in ("debug", "info", "warning", "error"):
+            raise ValueError("must be one of debug, info, warning, error")
+        return level
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Settings:
+        if self.demo:
+            return self
+        missing = [
+            ENV_PREFIX + name.upper()
+            for name in ("account_id", "client_id", "client_secret")
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ValueError(
+                f"missing Zoom credentials: {', '.join(missing)}; set them, "
+                "or run with --demo to use the built-in Zoom simulator"
+            )
+        return self
+
+    @property
+    def listen(self) -> tuple[str, int]:
+        return parse_listen_address(self.listen_address)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = settings_cls.model_config.get("yaml_file")
+        sources = [init_settings, env_settings, file_secret_settings]
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def _describe(error: ValidationError) -> str:
+    """One line naming each bad setting, without echoing any input value."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in item["loc"])
+        name = f"{ENV_PREFIX}{loc.upper()}" if loc else "settings"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown setting"
+        parts.append(f"{name}: {message}" if loc else message)
+    return "; ".join(parts)
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None,
+    *,
+    config_file: Path | None = None,
+    secrets_dir: Path | None = None,
+) -> Settings:
+    """Build settings from every source; raise SettingsError with one clear line if invalid."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SettingsError(f"--config.file: {config_file} is not a readable file")
+        _check_yaml(config_file)
+    if secrets_dir is not None and not secrets_dir.is_dir():
+        raise SettingsError(f"--secrets.dir: {secrets_dir} is not a directory")
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(**{**Settings.model_config, "yaml_file": config_file})
+
+        settings_cls = FileSettings
+    try:
+        return settings_cls(_secrets_dir=secrets_dir, **(overrides or {}))
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+def _check_yaml(path: Path) -> None:
+    import yaml
+
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise SettingsError(f"--config.file: {path}: cannot read ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"--config.file: {path}: is not UTF-8 text") from None
+    except yaml.YAMLError as error:
+        # The parser's message quotes the offending line, which may hold a secret: give the line.
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SettingsError(f"--config.file: {path}: invalid YAML{where}") from None
+    if content is not None and not isinstance(content, dict):
+        raise SettingsError(f"--config.file: {path}: must be a mapping of setting names")

@@ -1,0 +1,196 @@
+"""The immutable snapshot of one poll cycle, and the pure functions that build it.
+
+The poller builds a fresh `Snapshot` each cycle from parsed API responses and swaps it in as a
+whole; the collector only ever reads one. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from exporter import units
+from exporter.models import Participant, QosSample, StreamQos
+
+Kind = Literal["meeting", "webinar"]
+
+# Descriptive participant fields exported as labels of zoom_participant_info.
+PARTICIPANT_INFO_FIELDS: tuple[str, ...] = (
+    "user_name",
+    "email",
+    "device",
+    "version",
+    "location",
+    "network_type",
+    "data_center",
+    "pc_name",
+    "domain",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MeetingTarget:
+    """A meeting or webinar to poll: its label id, the id used in API paths, and what we know."""
+
+    kind: Kind
+    meeting_id: str
+    api_id: str
+    topic: str = ""
+    uuid: str = ""
+    host: str = ""
+    source: Literal["configured", "discovered"] = "configured"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReading:
+    """One stream's values in base units; None means Zoom gave no usable value."""
+
+    media: str
+    stream: str
+    bitrate_bytes: float | None = None
+    latency_seconds: float | None = None
+    jitter_seconds: float | None = None
+    avg_loss_ratio: float | None = None
+    max_loss_ratio: float | None = None
+    width_pixels: int | None = None
+    height_pixels: int | None = None
+    frame_rate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantReading:
+    participant_id: str
+    info: tuple[tuple[str, str], ...]
+    sample_timestamp: float | None
+    join_timestamp: float | None
+    streams: tuple[StreamReading, ...]
+    cpu: tuple[tuple[str, str, float], ...]  # (process, stat, ratio)
+    wifi_rssi: tuple[tuple[str, float], ...]  # (stat, dBm)
+
+
+@dataclass(frozen=True, slots=True)
+class MeetingReading:
+    target: MeetingTarget
+    participants: tuple[ParticipantReading, ...]
+    polled_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything /metrics shows for one cycle."""
+
+    meetings: tuple[MeetingReading, ...] = ()
+    up: bool = False
+    last_success_timestamp: float | None = None
+    poll_duration_seconds: float | None = None
+    api_requests: tuple[tuple[str, str, int], ...] = ()  # (endpoint, code, count)
+    created_at: float = 0.0
+    complete_cycles: int = 0
+    errors: tuple[str, ...] = field(default=())
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def stream_reading(media: str, stream: str, qos: StreamQos) -> StreamReading:
+    resolution = units.parse_resolution(qos.resolution)
+    return StreamReading(
+        media=media,
+        stream=stream,
+        bitrate_bytes=units.parse_bitrate(qos.bitrate),
+        latency_seconds=units.parse_duration(qos.latency),
+        jitter_seconds=units.parse_duration(qos.jitter),
+        avg_loss_ratio=units.parse_percent(qos.avg_loss),
+        max_loss_ratio=units.parse_percent(qos.max_loss),
+        width_pixels=resolution[0] if resolution else None,
+        height_pixels=resolution[1] if resolution else None,
+        frame_rate=units.parse_frame_rate(qos.frame_rate),
+    )
+
+
+def newest_sample(samples: Iterable[QosSample]) -> QosSample | None:
+    """The sample with the latest `date_time`; undated samples count as oldest."""
+    best: QosSample | None = None
+    best_key = float("-inf")
+    for sample in samples:
+        key = sample.date_time.timestamp() if sample.date_time else float("-inf")
+        if best is None or key >= best_key:
+            best, best_key = sample, key
+    return best
+
+
+def _cpu(sample: QosSample) -> tuple[tuple[str, str, float], ...]:
+    usage = sample.cpu_usage
+    if usage is None:
+        return ()
+    fields = (
+        ("zoom", "min", usage.zoom_min_cpu_usage),
+        ("zoom", "avg", usage.zoom_avg_cpu_usage),
+        ("zoom", "max", usage.zoom_max_cpu_usage),
+        ("system", "max", usage.system_max_cpu_usage),
+    )
+    out = []
+    for process, stat, raw in fields:
+        value = units.parse_percent(raw)
+        if value is not None:
+            out.append((process, stat, value))
+    return tuple(out)
+
+
+def _rssi(sample: QosSample) -> tuple[tuple[str, float], ...]:
+    rssi = sample.wifi_rssi
+    if rssi is None:
+        return ()
+    out = []
+    for stat, raw in (("min", rssi.min_rssi), ("avg", rssi.avg_rssi), ("max", rssi.max_rssi)):
+        value = units.parse_rssi(raw)
+        if value is not None:
+            out.append((stat, value))
+    return tuple(out)
+
+
+def participant_reading(participant: Participant) -> ParticipantReading | None:
+    """The exported reading of one participant, or None if it has left or has no id."""
+    pid = participant.participant_id
+    if not pid or participant.leave_time is not None:
+        return None
+    sample = newest_sample(participant.user_qos)
+    info = tuple((name, getattr(participant, name) or "") for name in PARTICIPANT_INFO_FIELDS)
+    if sample is None:
+        return ParticipantReading(pid, info, None, _epoch(participant.join_time), (), (), ())
+    streams = tuple(stream_reading(media, name, qos) for media, name, qos in sample.streams())
+    return ParticipantReading(
+        participant_id=pid,
+        info=info,
+        sample_timestamp=_epoch(sample.date_time),
+        join_timestamp=_epoch(participant.join_time),
+        streams=streams,
+        cpu=_cpu(sample),
+        wifi_rssi=_rssi(sample),
+    )
+
+
+def meeting_reading(
+    target: MeetingTarget, participants: Iterable[Participant], polled_at: float
+) -> MeetingReading:
+    """Drop participants who left; of a repeated participant id keep the newest sample."""
+    kept: dict[str, ParticipantReading] = {}
+    for participant in participants:
+        reading = participant_reading(participant)
+        if reading is None:
+            continue
+        previous = kept.get(reading.participant_id)
+        if previous is None or _newer(reading, previous):
+            kept[reading.participant_id] = reading
+    ordered = tuple(kept[pid] for pid in sorted(kept))
+    return MeetingReading(target=target, participants=ordered, polled_at=polled_at)
+
+
+def _newer(candidate: ParticipantReading, current: ParticipantReading) -> bool:
+    inf = float("-inf")
+    cand = candidate.sample_timestamp if candidate.sample_timestamp is not None else inf
+    cur = current.sample_timestamp if current.sample_timestamp is not None else inf
+    return cand >= cur

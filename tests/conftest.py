@@ -1,0 +1,208 @@
+"""Shared fixtures: the demo exporter as a real subprocess, a real Prometheus, polling helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RULE_FILES = sorted((ROOT / "deploy" / "prometheus").glob("*.rules.yml"))
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1, what: str = ""
+) -> T:
+    """Poll `probe` until it returns a truthy value; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+        except Exception as error:  # the condition may not be reachable yet
+            last_error = error
+        else:
+            if value:
+                return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error})")
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: apt-get install prometheus prometheus-alertmanager")
+    return path
+
+
+@dataclass
+class Exporter:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def metrics(self, headers: dict[str, str] | None = None) -> str:
+        status, _, body = http_get(self.url + "/metrics", headers)
+        assert status == 200
+        return body.decode()
+
+
+def start_exporter(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Exporter:
+    port = free_port()
+    log = tmp / f"exporter-{port}.log"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ZOOM_EXPORTER_")}
+    full_env.update(env or {})
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}", *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=ROOT,
+        )
+    return Exporter(f"http://127.0.0.1:{port}", process, log)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode if process.returncode is not None else -1
+
+
+def wait_ready(exporter: Exporter, timeout: float = 30.0) -> None:
+    def ready() -> bool:
+        if exporter.process.poll() is not None:
+            raise AssertionError(f"exporter exited: {exporter.log.read_text()}")
+        return http_get(exporter.url + "/-/ready")[0] == 200
+
+    try:
+        wait_for(ready, timeout=timeout, what="exporter readiness")
+    except AssertionError:
+        raise AssertionError(f"exporter not ready; log:\n{exporter.log.read_text()}") from None
+
+
+@pytest.fixture(scope="session")
+def demo_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
+    """`python -m exporter --demo` as a real subprocess, ready to scrape."""
+    exporter = start_exporter(tmp_path_factory.mktemp("demo"), "--demo", "--poll.interval", "2")
+    try:
+        wait_ready(exporter)
+        yield exporter
+    finally:
+        stop_process(exporter.process)
+
+
+@dataclass
+class Prometheus:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        params = urllib.parse.urlencode({"query": expr})
+        status, _, body = http_get(f"{self.url}/api/v1/query?{params}")
+        payload = json.loads(body)
+        if status != 200 or payload.get("status") != "success":
+            raise AssertionError(f"query {expr!r} failed: {payload}")
+        result: list[dict[str, Any]] = payload["data"]["result"]
+        return result
+
+    def wait_query(self, expr: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Poll until the query returns data (scrapes and rule evaluation take a few seconds)."""
+        return wait_for(lambda: self.query(expr), timeout=timeout, interval=0.5, what=expr)
+
+    def get(self, path: str) -> Any:
+        status, _, body = http_get(self.url + path)
+        assert status == 200, body
+        return json.loads(body)
+
+
+def start_prometheus(
+    tmp: Path, targets: list[str], rule_files: list[Path] | None = None,
+    alertmanager: str | None = None,
+) -> Prometheus:
+    binary = require_binary("prometheus")
+    port = free_port()
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in rule_files or []],
+        "scrape_configs": [
+            {"job_name": "zoom", "static_configs": [{"targets": targets}]},
+        ],
+    }
+    if alertmanager:
+        config["alerting"] = {
+            "alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]
+        }
+    config_path = tmp / "prometheus.yml"
+    config_path.write_text(json.dumps(config))  # JSON is YAML
+    log = tmp / "prometheus.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+        )
+    prom = Prometheus(f"http://127.0.0.1:{port}", process, log)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"prometheus exited: {log.read_text()}")
+        return http_get(prom.url + "/-/ready")[0] == 200
+
+    wait_for(ready, timeout=30, what="prometheus readiness")
+    return prom
+
+
+@pytest.fixture(scope="session")
+def prometheus(
+    demo_exporter: Exporter, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    """A real Prometheus on loopback scraping the demo exporter every second, with our rules."""
+    target = demo_exporter.url.removeprefix("http://")
+    prom = start_prometheus(tmp_path_factory.mktemp("prometheus"), [target], RULE_FILES)
+    try:
+        yield prom
+    finally:
+        stop_process(prom.process)
