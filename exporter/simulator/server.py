@@ -1,0 +1,98 @@
+"""`Simulator`: the simulator app served over real HTTP on loopback."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from aiohttp import web
+
+from exporter.simulator.app import DEFAULT_DAILY_LIMIT, app_state, create_app
+from exporter.simulator.faults import Faults
+from exporter.simulator.scenario import Scenario
+
+
+class Simulator:
+    """Serve a Scenario as Zoom's API. Use `async with sim:` or `start()`/`stop()`."""
+
+    def __init__(
+        self,
+        scenario: Scenario | None = None,
+        *,
+        client_id: str = "demo-client",
+        client_secret: str = "demo-secret",
+        account_id: str = "demo-account",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        daily_limit: int = DEFAULT_DAILY_LIMIT,
+    ) -> None:
+        self.scenario = scenario if scenario is not None else Scenario()
+        self.faults = Faults()
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.account_id = account_id
+        self.host = host
+        self.port = port
+        self.app = create_app(
+            self.scenario,
+            self.faults,
+            client_id=client_id,
+            client_secret=client_secret,
+            account_id=account_id,
+            daily_limit=daily_limit,
+        )
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Listen on (host, port); port 0 picks a free port, readable from `base_url`."""
+        if self._runner is not None:
+            return
+        runner = web.AppRunner(self.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """E.g. "http://127.0.0.1:43121" (only while started)."""
+        if self._runner is None:
+            raise RuntimeError("the simulator is not started")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/v2"
+
+    @property
+    def oauth_url(self) -> str:
+        return f"{self.base_url}/oauth/token"
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """A snapshot of request counts per endpoint name, plus "total"."""
+        return app_state(self.app).stats.snapshot()
+
+    def reset_stats(self) -> None:
+        app_state(self.app).stats.reset()
