@@ -25,8 +25,8 @@ from exporter.web import create_app
 log = logging.getLogger("exporter")
 
 DEMO_POLL_INTERVAL = 10.0
-DEMO_CREDENTIALS = {"account_id": "demo-account", "client_id": "demo-client"}
-DEMO_SECRET = "demo-secret"  # the simulator's own throwaway credential, not a real secret
+# The in-process simulator's own throwaway credentials; nothing real.
+DEMO_ACCOUNT, DEMO_CLIENT, DEMO_SECRET = "demo-account", "demo-client", "demo-secret"
 EXIT_USAGE = 2
 
 # flag -> settings field, for the flags that map one to one onto settings.
@@ -44,9 +44,7 @@ _FLAG_FIELDS = {
 
 def _common(parser: argparse.ArgumentParser, default: Any = None) -> None:
     """Flags accepted before and after the subcommand (a subcommand's copy must not reset them)."""
-    parser.add_argument(
-        "--config.file", type=Path, default=default, help="YAML file of settings"
-    )
+    parser.add_argument("--config.file", type=Path, default=default, help="YAML file of settings")
     parser.add_argument(
         "--secrets.dir",
         type=Path,
@@ -131,11 +129,15 @@ async def zoom_client(settings: Settings) -> AsyncIterator[ZoomClient]:
         if settings.demo:
             from exporter.simulator import Scenario, Simulator
 
-            sim = Simulator(Scenario(), client_secret=DEMO_SECRET, **DEMO_CREDENTIALS)
+            sim = Simulator(
+                Scenario(),
+                client_id=DEMO_CLIENT,
+                client_secret=DEMO_SECRET,
+                account_id=DEMO_ACCOUNT,
+            )
             await stack.enter_async_context(sim)
             api_url, oauth_url = sim.api_url, sim.oauth_url
-            account, client_id = DEMO_CREDENTIALS["account_id"], DEMO_CREDENTIALS["client_id"]
-            secret = SecretStr(DEMO_SECRET)
+            account, client_id, secret = DEMO_ACCOUNT, DEMO_CLIENT, SecretStr(DEMO_SECRET)
             log.info("demo mode: polling the built-in Zoom simulator at %s", api_url)
         session = await stack.enter_async_context(
             aiohttp.ClientSession(headers={"User-Agent": f"zoom-qos-exporter/{__version__}"})
@@ -177,7 +179,11 @@ async def serve(settings: Settings) -> int:
             return 1
         log.info(
             "zoom-qos-exporter %s listening on http://%s:%d%s (poll every %.3g s)",
-            __version__, host, port, settings.telemetry_path, interval,
+            __version__,
+            host,
+            port,
+            settings.telemetry_path,
+            interval,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ the endpoint and Zoom's code, never a token or the client secret.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -115,7 +116,8 @@ class ZoomClient:
         self._api_url = api_url.rstrip("/")
         self._oauth_url = oauth_url
         self._account_id = account_id
-        self._auth = aiohttp.BasicAuth(client_id, client_secret.get_secret_value())
+        credentials = f"{client_id}:{client_secret.get_secret_value()}".encode()
+        self._basic_auth = SecretStr("Basic " + base64.b64encode(credentials).decode("ascii"))
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock
         self._token: str | None = None
@@ -137,8 +139,10 @@ class ZoomClient:
 
     async def _fetch_token(self) -> None:
         form = {"grant_type": "account_credentials", "account_id": self._account_id}
-        body = await self._send("oauth_token", "POST", URL(self._oauth_url), data=form)
-        status, payload = body
+        headers = {"Authorization": self._basic_auth.get_secret_value()}
+        status, payload = await self._send(
+            "oauth_token", "POST", URL(self._oauth_url), data=form, headers=headers
+        )
         if status != 200:
             reason = _field(payload, "reason") or _field(payload, "error") or "rejected"
             if status in (400, 401, 403):
@@ -166,7 +170,7 @@ class ZoomClient:
         """One HTTP call; returns (status, JSON object). Counts it, whatever happens."""
         try:
             async with self._session.request(
-                method, url, timeout=self._timeout, auth=None, **kwargs
+                method, url, timeout=self._timeout, **kwargs
             ) as response:
                 raw = await response.read()
                 status = response.status
@@ -182,7 +186,9 @@ class ZoomClient:
         except (ValueError, UnicodeDecodeError):
             if status >= 400:
                 return status, {}
-            raise ZoomTransportError(endpoint, f"HTTP {status} with a body that is not JSON") from None
+            raise ZoomTransportError(
+                endpoint, f"HTTP {status} with a body that is not JSON"
+            ) from None
         if not isinstance(payload, dict):
             raise ZoomTransportError(endpoint, f"HTTP {status} with JSON that is not an object")
         return status, payload
@@ -246,7 +252,9 @@ class ZoomClient:
             found.extend(_validated(Participant, page.get("participants"), endpoint))
         return found
 
-    async def participant_qos(self, kind: Kind, meeting_id: str, participant_id: str) -> Participant:
+    async def participant_qos(
+        self, kind: Kind, meeting_id: str, participant_id: str
+    ) -> Participant:
         """One participant's QoS, from the single-participant endpoint."""
         endpoint = endpoint_name(kind, "participant_qos")
         path = (
@@ -257,7 +265,9 @@ class ZoomClient:
         try:
             return Participant.model_validate(payload)
         except ValidationError:
-            raise ZoomTransportError(endpoint, "the participant does not match the schema") from None
+            raise ZoomTransportError(
+                endpoint, "the participant does not match the schema"
+            ) from None
 
 
 def _validated(model: type[M], items: Any, endpoint: str) -> list[M]:

@@ -28,16 +28,28 @@ KINDS: Final = ("meeting", "webinar")
 
 # (metric name, help, StreamReading attribute) for the one-value-per-stream gauges.
 _STREAM_GAUGES: Final = (
-    ("zoom_participant_bitrate_bytes_per_second", "Stream bitrate in bytes per second.",
-     "bitrate_bytes"),
+    (
+        "zoom_participant_bitrate_bytes_per_second",
+        "Stream bitrate in bytes per second.",
+        "bitrate_bytes",
+    ),
     ("zoom_participant_latency_seconds", "Stream latency in seconds.", "latency_seconds"),
     ("zoom_participant_jitter_seconds", "Stream jitter in seconds.", "jitter_seconds"),
-    ("zoom_participant_resolution_width_pixels", "Video or screen-share width in pixels.",
-     "width_pixels"),
-    ("zoom_participant_resolution_height_pixels", "Video or screen-share height in pixels.",
-     "height_pixels"),
-    ("zoom_participant_frame_rate_frames_per_second", "Frame rate in frames per second.",
-     "frame_rate"),
+    (
+        "zoom_participant_resolution_width_pixels",
+        "Video or screen-share width in pixels.",
+        "width_pixels",
+    ),
+    (
+        "zoom_participant_resolution_height_pixels",
+        "Video or screen-share height in pixels.",
+        "height_pixels",
+    ),
+    (
+        "zoom_participant_frame_rate_frames_per_second",
+        "Frame rate in frames per second.",
+        "frame_rate",
+    ),
 )
 
 
@@ -192,9 +204,7 @@ class ExporterCollector:
             requests.add_metric([endpoint, code], count)
         yield requests
         build = InfoMetricFamily("zoom_exporter_build", "Exporter build information; always 1.")
-        build.add_metric(
-            [], {"version": __version__, "pythonversion": platform.python_version()}
-        )
+        build.add_metric([], {"version": __version__, "pythonversion": platform.python_version()})
         yield build
 
 
@@ -209,4 +219,3 @@ def registry_for(snapshot: Snapshot) -> CollectorRegistry:
     for collector in collectors:
         registry.register(collector)
     return registry
-

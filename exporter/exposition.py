@@ -12,8 +12,9 @@ from prometheus_client.openmetrics import exposition as openmetrics_format
 from exporter.collector import registry_for
 from exporter.snapshot import Snapshot
 
-TEXT_CONTENT_TYPE = text_format.CONTENT_TYPE_LATEST
-OPENMETRICS_CONTENT_TYPE = openmetrics_format.CONTENT_TYPE_LATEST
+# The classic text format that every Prometheus speaks, and OpenMetrics 1.0 when asked for it.
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 def wants_openmetrics(accept: str) -> bool:

@@ -7,6 +7,7 @@ ends by swapping one new immutable Snapshot (pre-rendered) into the `SnapshotSto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -40,7 +41,9 @@ class SnapshotStore:
             self.ready.set()
 
 
-def configured_targets(meeting_ids: Iterable[str], webinar_ids: Iterable[str]) -> list[MeetingTarget]:
+def configured_targets(
+    meeting_ids: Iterable[str], webinar_ids: Iterable[str]
+) -> list[MeetingTarget]:
     targets = [MeetingTarget("meeting", mid, mid) for mid in meeting_ids]
     targets += [MeetingTarget("webinar", wid, wid) for wid in webinar_ids]
     return targets
@@ -134,10 +137,8 @@ class Poller:
             except Exception:  # a bug must not kill the loop; the next cycle tries again
                 log.exception("poll cycle failed unexpectedly")
             delay = max(0.0, started + self.interval - loop.time())
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
 
     async def run_cycle(self) -> Snapshot:
         async with self._cycle_lock:

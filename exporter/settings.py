@@ -35,7 +35,7 @@ def _split_ids(value: Any) -> Any:
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
-    """"0.0.0.0:9924" -> ("0.0.0.0", 9924); "[::1]:9924" and ":9924" work too."""
+    """ "0.0.0.0:9924" -> ("0.0.0.0", 9924); "[::1]:9924" and ":9924" work too."""
     host, sep, port_text = value.rpartition(":")
     if not sep or not port_text.isdigit():
         raise ValueError(f"{value!r} is not host:port")

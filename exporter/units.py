@@ -12,7 +12,7 @@ from typing import Final
 
 _NUMBER: Final = r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
 _VALUE_UNIT: Final = re.compile(r"^\s*" + _NUMBER + r"\s*([A-Za-z%/]*)\s*$")
-_RESOLUTION: Final = re.compile(r"^\s*(\d{1,6})\s*[*xX×]\s*(\d{1,6})\s*$")
+_RESOLUTION: Final = re.compile(r"^\s*(\d{1,6})\s*[*xX\u00d7]\s*(\d{1,6})\s*$")
 
 # Multipliers from Zoom's bitrate units to bytes per second.
 _BITRATE_TO_BYTES: Final[dict[str, float]] = {
@@ -58,7 +58,9 @@ def _split(value: object) -> tuple[float, str] | None:
     return number, unit
 
 
-def _scaled(value: object, table: dict[str, float], *, allow_negative: bool = False) -> float | None:
+def _scaled(
+    value: object, table: dict[str, float], *, allow_negative: bool = False
+) -> float | None:
     parts = _split(value)
     if parts is None:
         return None
@@ -70,17 +72,17 @@ def _scaled(value: object, table: dict[str, float], *, allow_negative: bool = Fa
 
 
 def parse_bitrate(value: object) -> float | None:
-    """"23 kbps" -> 2875.0 bytes per second. Accepts bps, kbps, Mbps, with or without a space."""
+    """ "23 kbps" -> 2875.0 bytes per second. Accepts bps, kbps, Mbps, with or without a space."""
     return _scaled(value, _BITRATE_TO_BYTES)
 
 
 def parse_duration(value: object) -> float | None:
-    """"126 ms" -> 0.126 seconds."""
+    """ "126 ms" -> 0.126 seconds."""
     return _scaled(value, _DURATION_TO_SECONDS)
 
 
 def parse_percent(value: object) -> float | None:
-    """"0.3%" -> 0.003. A bare number is read as a percentage too."""
+    """ "0.3%" -> 0.003. A bare number is read as a percentage too."""
     parts = _split(value)
     if parts is None:
         return None
@@ -91,7 +93,7 @@ def parse_percent(value: object) -> float | None:
 
 
 def parse_frame_rate(value: object) -> float | None:
-    """"12 fps" -> 12.0."""
+    """ "12 fps" -> 12.0."""
     parts = _split(value)
     if parts is None:
         return None
@@ -102,7 +104,7 @@ def parse_frame_rate(value: object) -> float | None:
 
 
 def parse_resolution(value: object) -> tuple[int, int] | None:
-    """"1280*720" or "1280x720" -> (1280, 720). "0*0" is a real reading of 0 by 0."""
+    """ "1280*720" or "1280x720" -> (1280, 720). "0*0" is a real reading of 0 by 0."""
     if not isinstance(value, str):
         return None
     match = _RESOLUTION.match(value)

@@ -45,10 +45,14 @@ def wait_for(
             if value:
                 return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error})")
+    raise AssertionError(
+        f"timed out after {timeout} s waiting for {what} (last error: {last_error})"
+    )
 
 
-def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+def http_get(
+    url: str, headers: dict[str, str] | None = None, timeout: float = 5.0
+) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -62,6 +66,21 @@ def require_binary(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: apt-get install prometheus prometheus-alertmanager")
     return path
+
+
+class FakeClock:
+    """A wall clock that moves only when a test moves it."""
+
+    def __init__(self, now: float = 1_795_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @dataclass
@@ -152,7 +171,9 @@ class Prometheus:
 
 
 def start_prometheus(
-    tmp: Path, targets: list[str], rule_files: list[Path] | None = None,
+    tmp: Path,
+    targets: list[str],
+    rule_files: list[Path] | None = None,
     alertmanager: str | None = None,
 ) -> Prometheus:
     binary = require_binary("prometheus")
@@ -165,9 +186,7 @@ def start_prometheus(
         ],
     }
     if alertmanager:
-        config["alerting"] = {
-            "alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]
-        }
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     config_path = tmp / "prometheus.yml"
     config_path.write_text(json.dumps(config))  # JSON is YAML
     log = tmp / "prometheus.log"

@@ -1,0 +1,105 @@
+"""Benchmark the pure pipeline: JSON page -> models -> snapshot -> rendered exposition.
+
+Prints numbers; asserts nothing. Usage: python benchmarks/bench_pipeline.py [participants]
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from exporter.exposition import Exposition
+from exporter.models import Participant
+from exporter.snapshot import MeetingTarget, Snapshot, meeting_reading
+
+PAGE = Path(__file__).resolve().parent.parent / "tests" / "data" / "participants_page.json"
+PER_MEETING = 100
+
+
+def synthetic(total: int) -> list[list[dict[str, Any]]]:
+    """`total` live participants with the seed sample's full set of streams, 100 per meeting."""
+    template = json.loads(PAGE.read_text())["participants"][0]
+    meetings = []
+    for m in range(0, total, PER_MEETING):
+        people = []
+        for i in range(m, min(total, m + PER_MEETING)):
+            person = json.loads(json.dumps(template))
+            person["user_id"] = str(10_000_000 + i)
+            person["user_name"] = f"Person {i}"
+            people.append(person)
+        meetings.append(people)
+    return meetings
+
+
+def timed(label: str, fn: Callable[[], Any], repeat: int = 5) -> Any:
+    best = float("inf")
+    result = None
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    print(f"{label:<34} {best * 1000:9.1f} ms")
+    return result
+
+
+def main() -> None:
+    total = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    raw = synthetic(total)
+    print(f"participants: {total} in {len(raw)} meetings (3 samples, 6 streams each)")
+
+    def parse() -> list[list[Participant]]:
+        return [[Participant.model_validate(p) for p in people] for people in raw]
+
+    parsed = timed("validate JSON into models", parse)
+
+    def build() -> Snapshot:
+        readings = tuple(
+            meeting_reading(MeetingTarget("meeting", str(i), str(i)), people, 0.0)
+            for i, people in enumerate(parsed)
+        )
+        return Snapshot(meetings=readings, up=True, complete_cycles=1)
+
+    snapshot = timed("build snapshot (parse units)", build)
+    text = timed(
+        "render text exposition",
+        lambda: Exposition(snapshot).body(openmetrics=False, compressed=False),
+    )
+    timed(
+        "render text + gzip",
+        lambda: Exposition(snapshot).body(openmetrics=False, compressed=True),
+    )
+    exposition = Exposition(snapshot).prerender()
+    timed(
+        "serve cached body (1000 scrapes)",
+        lambda: [exposition.body(openmetrics=False, compressed=False) for _ in range(1000)],
+    )
+    series = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
+    gz = len(exposition.body(openmetrics=False, compressed=True))
+    print(f"series: {series}; body {len(text) / 1024:.0f} KiB, gzip {gz / 1024:.0f} KiB")
+
+    tracemalloc.start()
+    parsed2 = parse()
+    snap2 = Snapshot(
+        meetings=tuple(
+            meeting_reading(MeetingTarget("meeting", str(i), str(i)), people, 0.0)
+            for i, people in enumerate(parsed2)
+        )
+    )
+    del parsed2
+    Exposition(snap2).prerender()
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(
+        f"memory: peak {peak / 2**20:.1f} MiB during a cycle, {current / 2**20:.1f} MiB held after"
+    )
+
+
+if __name__ == "__main__":
+    main()

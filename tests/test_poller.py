@@ -1,0 +1,167 @@
+"""The poll cycle against the simulator: discovery, snapshots, gone meetings, partial failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from pydantic import SecretStr
+
+from conftest import FakeClock
+from exporter.client import ZoomClient
+from exporter.poller import Poller, SnapshotStore, configured_targets
+from exporter.simulator import Scenario, Simulator
+from exporter.simulator.scenario import SEED_MEETING_ID as _SEED_MEETING
+from exporter.simulator.scenario import SEED_PARTICIPANT_ID
+from exporter.snapshot import Snapshot
+
+SEED_MEETING_ID = str(_SEED_MEETING)
+
+
+@pytest.fixture
+async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
+    simulator = Simulator(
+        Scenario(seed=3, clock=clock), client_id="c", client_secret="s", account_id="a", port=0
+    )
+    async with simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def client(sim: Simulator) -> AsyncIterator[ZoomClient]:
+    async with aiohttp.ClientSession() as session:
+        yield ZoomClient(
+            session,
+            api_url=sim.api_url,
+            oauth_url=sim.oauth_url,
+            account_id="a",
+            client_id="c",
+            client_secret=SecretStr("s"),
+        )
+
+
+def make_poller(
+    client: ZoomClient, clock: FakeClock, **options: object
+) -> tuple[Poller, SnapshotStore]:
+    store = SnapshotStore()
+    defaults: dict[str, object] = {"interval": 60.0, "configured": [], "wall_clock": clock}
+    defaults.update(options)
+    return Poller(client, store, **defaults), store  # type: ignore[arg-type]
+
+
+def participants_of(snapshot: Snapshot) -> dict[tuple[str, str], set[str]]:
+    return {
+        (m.target.kind, m.target.meeting_id): {p.participant_id for p in m.participants}
+        for m in snapshot.meetings
+    }
+
+
+async def test_cycle_exports_every_live_participant(
+    sim: Simulator, client: ZoomClient, clock: FakeClock
+) -> None:
+    poller, store = make_poller(client, clock)
+    assert not store.ready.is_set()
+    snapshot = await poller.run_cycle()
+    assert store.ready.is_set()
+    assert store.snapshot is snapshot
+    assert snapshot.up
+    exported = participants_of(snapshot)
+    kinds = {kind for kind, _ in exported}
+    assert kinds == {"meeting", "webinar"}
+    for (kind, meeting_id), ids in exported.items():
+        meeting = next(m for m in snapshot.meetings if m.target.meeting_id == meeting_id)
+        listed = sim.scenario.participants(kind, meeting.target.api_id)
+        present = {p["user_id"] for p in listed if not p.get("leave_time")}
+        assert ids == present
+    assert SEED_PARTICIPANT_ID in exported[("meeting", SEED_MEETING_ID)]
+    text = store.exposition.body(openmetrics=False, compressed=False).decode()
+    assert 'participant_id="16778240",stream="input"} 2875.0' in text
+
+
+async def test_ended_meeting_vanishes_after_next_cycle(
+    sim: Simulator, client: ZoomClient, clock: FakeClock
+) -> None:
+    poller, store = make_poller(client, clock)
+    first = await poller.run_cycle()
+    victim = next(m for m in first.meetings if m.target.meeting_id != SEED_MEETING_ID)
+    sim.scenario.end_meeting(victim.target.meeting_id)
+    clock.now += 60
+    second = await poller.run_cycle()
+    assert (victim.target.kind, victim.target.meeting_id) not in participants_of(second)
+    assert ("meeting", SEED_MEETING_ID) in participants_of(second)
+    assert second.up
+    text = store.exposition.body(openmetrics=False, compressed=False).decode()
+    assert f'meeting_id="{victim.target.meeting_id}"' not in text
+
+
+async def test_unknown_configured_meeting_does_not_stop_others(
+    sim: Simulator, client: ZoomClient, clock: FakeClock
+) -> None:
+    configured = configured_targets(["99999999999", SEED_MEETING_ID], [])
+    poller, _ = make_poller(client, clock, configured=configured, discovery=False)
+    snapshot = await poller.run_cycle()
+    assert snapshot.up
+    assert list(participants_of(snapshot)) == [("meeting", SEED_MEETING_ID)]
+    assert sim.stats.get("list_meetings", 0) == 0  # discovery off: no discovery calls
+
+
+async def test_failed_meeting_keeps_last_good_data_until_stale(
+    sim: Simulator, client: ZoomClient, clock: FakeClock
+) -> None:
+    configured = configured_targets([SEED_MEETING_ID], [])
+    poller, _ = make_poller(
+        client, clock, configured=configured, discovery=False, max_staleness=120
+    )
+    good = await poller.run_cycle()
+    sim.faults.server_error(count=1, status=500)
+    clock.now += 60
+    kept = await poller.run_cycle()
+    assert participants_of(kept) == participants_of(good)
+    assert kept.meetings[0].polled_at == good.meetings[0].polled_at  # its age shows
+    assert kept.errors and "HTTP 500" in kept.errors[0]
+    assert not kept.up  # the only call of the cycle failed
+    sim.faults.server_error(count=1, status=500)
+    clock.now += 120
+    dropped = await poller.run_cycle()
+    assert participants_of(dropped) == {}
+
+
+async def test_wrong_credentials_mean_down_not_crash(sim: Simulator, clock: FakeClock) -> None:
+    async with aiohttp.ClientSession() as session:
+        bad = ZoomClient(
+            session,
+            api_url=sim.api_url,
+            oauth_url=sim.oauth_url,
+            account_id="a",
+            client_id="c",
+            client_secret=SecretStr("wrong"),
+        )
+        poller, store = make_poller(bad, clock)
+        snapshot = await poller.run_cycle()
+    assert not snapshot.up
+    assert snapshot.meetings == ()
+    assert store.ready.is_set()
+    assert any("oauth_token" in e for e in snapshot.errors)
+    assert all("wrong" not in e for e in snapshot.errors)
+
+
+async def test_cycles_never_overlap(sim: Simulator, client: ZoomClient, clock: FakeClock) -> None:
+    poller, _ = make_poller(client, clock)
+    single = await poller.run_cycle()
+    calls_one = sim.stats["total"]
+    a, b = await asyncio.gather(poller.run_cycle(), poller.run_cycle())
+    assert sorted([a.complete_cycles, b.complete_cycles]) == [2, 3]
+    assert sim.stats["total"] - calls_one == 2 * (calls_one - 1)  # the token is reused
+    assert participants_of(a) == participants_of(b) == participants_of(single)
+
+
+async def test_run_forever_stops_promptly(client: ZoomClient, clock: FakeClock) -> None:
+    poller, store = make_poller(client, clock, interval=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run_forever(stop))
+    await asyncio.wait_for(store.ready.wait(), timeout=10)
+    stop.set()
+    await asyncio.wait_for(task, timeout=2)
+    assert store.snapshot.complete_cycles == 1

@@ -1,0 +1,148 @@
+"""Settings from environment, YAML, secrets files and flags; clear errors that name the setting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.settings import SettingsError, load_settings
+
+CREDS = {
+    "ZOOM_EXPORTER_ACCOUNT_ID": "acct",
+    "ZOOM_EXPORTER_CLIENT_ID": "cid",
+    "ZOOM_EXPORTER_CLIENT_SECRET": "top-secret-value",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("ZOOM_EXPORTER_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_with_demo() -> None:
+    settings = load_settings({"demo": True})
+    assert settings.api_url == "https://api.zoom.us/v2"
+    assert settings.oauth_url == "https://zoom.us/oauth/token"
+    assert settings.listen == ("0.0.0.0", 9924)
+    assert settings.poll_interval == 60
+    assert settings.discovery is True
+    assert settings.meeting_ids == []
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in CREDS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ZOOM_EXPORTER_MEETING_IDS", "123, 456,,/abc//def==")
+    monkeypatch.setenv("ZOOM_EXPORTER_WEBINAR_IDS", "789")
+    monkeypatch.setenv("ZOOM_EXPORTER_POLL_INTERVAL", "2.5")
+    monkeypatch.setenv("ZOOM_EXPORTER_DISCOVERY", "false")
+    settings = load_settings()
+    assert settings.meeting_ids == ["123", "456", "/abc//def=="]
+    assert settings.webinar_ids == ["789"]
+    assert settings.poll_interval == 2.5
+    assert settings.discovery is False
+    assert settings.client_secret is not None
+    assert settings.client_secret.get_secret_value() == "top-secret-value"
+    assert "top-secret-value" not in repr(settings)
+
+
+def test_yaml_file_and_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "account_id: from-file\nclient_id: cid\nclient_secret: s\npoll_interval: 30\n"
+        "meeting_ids: [111, 222]\n"
+    )
+    monkeypatch.setenv("ZOOM_EXPORTER_POLL_INTERVAL", "45")
+    settings = load_settings({"listen_address": "127.0.0.1:1234"}, config_file=config)
+    assert settings.account_id == "from-file"
+    assert settings.poll_interval == 45  # environment beats the file
+    assert settings.meeting_ids == ["111", "222"]
+    assert settings.listen == ("127.0.0.1", 1234)
+    flags = load_settings({"poll_interval": 5}, config_file=config)
+    assert flags.poll_interval == 5  # flags beat the environment
+
+
+def test_secrets_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "zoom_exporter_client_secret").write_text("from-a-file")
+    monkeypatch.setenv("ZOOM_EXPORTER_ACCOUNT_ID", "a")
+    monkeypatch.setenv("ZOOM_EXPORTER_CLIENT_ID", "c")
+    settings = load_settings(secrets_dir=tmp_path)
+    assert settings.client_secret is not None
+    assert settings.client_secret.get_secret_value() == "from-a-file"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"poll_interval": 0.5}, "ZOOM_EXPORTER_POLL_INTERVAL"),
+        ({"poll_interval": "soon"}, "ZOOM_EXPORTER_POLL_INTERVAL"),
+        ({"listen_address": "nope"}, "ZOOM_EXPORTER_LISTEN_ADDRESS"),
+        ({"listen_address": "1.2.3.4:99999"}, "ZOOM_EXPORTER_LISTEN_ADDRESS"),
+        ({"api_url": "ftp://x"}, "ZOOM_EXPORTER_API_URL"),
+        ({"discovery": "perhaps"}, "ZOOM_EXPORTER_DISCOVERY"),
+    ],
+)
+def test_invalid_values_name_the_setting(overrides: dict[str, object], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings({"demo": True, **overrides})
+
+
+def test_missing_credentials_mention_demo() -> None:
+    with pytest.raises(SettingsError, match="--demo") as caught:
+        load_settings()
+    assert "ZOOM_EXPORTER_CLIENT_SECRET" in str(caught.value)
+
+
+def test_bad_yaml_never_echoes_secrets(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yml"
+    config.write_text('client_secret: "unterminated-secret-xyz\n  - : [\n')
+    with pytest.raises(SettingsError, match="invalid YAML") as caught:
+        load_settings({"demo": True}, config_file=config)
+    assert "secret-xyz" not in str(caught.value)
+    config.write_text("- a list\n")
+    with pytest.raises(SettingsError, match="mapping"):
+        load_settings({"demo": True}, config_file=config)
+    with pytest.raises(SettingsError, match="not a readable file"):
+        load_settings({"demo": True}, config_file=tmp_path / "missing.yml")
+
+
+def test_unknown_key_in_file(tmp_path: Path) -> None:
+    config = tmp_path / "typo.yml"
+    config.write_text("pol_interval: 5\n")
+    with pytest.raises(SettingsError, match="unknown setting"):
+        load_settings({"demo": True}, config_file=config)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ZOOM_EXPORTER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**base, **(env or {})},
+    )
+
+
+def test_cli_invalid_setting_exits_2_with_one_line() -> None:
+    result = run_cli("--demo", "--poll.interval", "0.1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "ZOOM_EXPORTER_POLL_INTERVAL" in lines[0]
+
+
+def test_cli_missing_credentials_exit_2_and_mention_demo() -> None:
+    result = run_cli(env={"ZOOM_EXPORTER_CLIENT_SECRET": "hunter2-secret"})
+    assert result.returncode == 2
+    assert "--demo" in result.stderr
+    assert "hunter2-secret" not in result.stderr + result.stdout

@@ -1,0 +1,173 @@
+"""Models, snapshot building and rendering, on a recorded-shape page with every edge case."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from exporter.collector import registry_for
+from exporter.exposition import Exposition
+from exporter.models import Participant
+from exporter.snapshot import MeetingTarget, Snapshot, meeting_reading
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = DATA / "golden.prom"
+TARGET = MeetingTarget("meeting", "85746065432", "85746065432", topic="Weekly Sync", uuid="abc==")
+
+
+def participants() -> list[Participant]:
+    page = json.loads((DATA / "participants_page.json").read_text())
+    return [Participant.model_validate(item) for item in page["participants"]]
+
+
+def snapshot() -> Snapshot:
+    reading = meeting_reading(TARGET, participants(), polled_at=1624564980.0)
+    return Snapshot(
+        meetings=(reading,),
+        up=True,
+        last_success_timestamp=1624564981.5,
+        poll_duration_seconds=0.25,
+        api_requests=(("meeting_participants_qos", "200", 3), ("oauth_token", "200", 1)),
+        created_at=1624564981.5,
+        complete_cycles=1,
+    )
+
+
+def test_models_ignore_unknown_fields_and_bad_types() -> None:
+    found = {p.user_id: p for p in participants()}
+    odd = found["16778245"]
+    assert odd.version == "5"
+    assert odd.join_time is None
+    assert len(odd.user_qos) == 1
+    assert odd.user_qos[0].audio_input is None
+    assert odd.user_qos[0].cpu_usage is not None
+    assert odd.user_qos[0].cpu_usage.zoom_avg_cpu_usage == "12"
+    assert found["16778241"].leave_time is not None
+    assert found["16778240"].leave_time is None  # "" means still present
+
+
+def test_participants_left_duplicate_and_unnamed() -> None:
+    reading = meeting_reading(TARGET, participants(), 0.0)
+    ids = [p.participant_id for p in reading.participants]
+    assert ids == ["16778240", "16778242", "16778243", "16778244", "16778245"]
+    by_id = {p.participant_id: p for p in reading.participants}
+    # the rejoined participant is the present entry, not the one with a leave_time
+    assert dict(by_id["16778242"].info)["user_name"] == "Rejoined"
+    assert by_id["16778242"].join_timestamp == pytest.approx(1624564870.0)
+    # of a repeated id, the newest sample wins
+    audio = next(s for s in by_id["16778244"].streams if s.media == "audio")
+    assert audio.bitrate_bytes == 2500.0
+
+
+def test_newest_sample_is_exported_whatever_the_order() -> None:
+    reading = meeting_reading(TARGET, participants(), 0.0)
+    seed = reading.participants[0]
+    assert seed.sample_timestamp == pytest.approx(1624564980.0)
+    audio_in = next(s for s in seed.streams if (s.media, s.stream) == ("audio", "input"))
+    assert audio_in.bitrate_bytes == 2875.0
+    assert audio_in.latency_seconds == 0.126
+    assert audio_in.avg_loss_ratio == 0.003
+
+
+def sample_value(text: str, name: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_seed_values_exported_in_base_units() -> None:
+    text = Exposition(snapshot()).body(openmetrics=False, compressed=False).decode()
+    ids = {"meeting_id": "85746065432", "participant_id": "16778240"}
+    audio_in = {**ids, "media": "audio", "stream": "input"}
+    assert sample_value(text, "zoom_participant_bitrate_bytes_per_second", **audio_in) == 2875.0
+    assert sample_value(text, "zoom_participant_latency_seconds", **audio_in) == 0.126
+    assert sample_value(text, "zoom_participant_jitter_seconds", **audio_in) == 0.006
+    assert sample_value(text, "zoom_participant_packet_loss_ratio", **audio_in, stat="avg") == 0.003
+    assert sample_value(text, "zoom_participant_packet_loss_ratio", **audio_in, stat="max") == 0.019
+    share = {**ids, "media": "screen_share", "stream": "input"}
+    assert sample_value(text, "zoom_participant_resolution_width_pixels", **share) == 0.0
+    assert sample_value(text, "zoom_participant_frame_rate_frames_per_second", **share) is None
+    cpu = {**ids, "process": "zoom", "stat": "avg"}
+    assert sample_value(text, "zoom_participant_cpu_usage_ratio", **cpu) == 0.12
+
+
+def test_empty_and_garbage_values_yield_no_series() -> None:
+    text = Exposition(snapshot()).body(openmetrics=False, compressed=False).decode()
+    assert "NaN" not in text
+    video = {"participant_id": "16778242", "media": "video", "stream": "input"}
+    for name in (
+        "zoom_participant_bitrate_bytes_per_second",
+        "zoom_participant_jitter_seconds",
+        "zoom_participant_latency_seconds",
+        "zoom_participant_packet_loss_ratio",
+    ):
+        assert sample_value(text, name, **video) is None
+    rwg = {"participant_id": "16778242", "media": "video", "stream": "device_to_rwg"}
+    assert sample_value(text, "zoom_participant_bitrate_bytes_per_second", **rwg) == 262500.0
+    assert (
+        sample_value(text, "zoom_participant_wifi_rssi_dbm", participant_id="16778242", stat="min")
+        == -63
+    )
+    assert "16778241" not in text  # left
+    assert "brand_new" not in text
+
+
+def test_openmetrics_rendering_and_gzip() -> None:
+    exposition = Exposition(snapshot())
+    om = exposition.body(openmetrics=True, compressed=False).decode()
+    assert om.endswith("# EOF\n")
+    assert "# TYPE zoom_participant info" in om
+    assert "# TYPE zoom_api_requests counter" in om
+    import gzip
+
+    assert gzip.decompress(exposition.body(openmetrics=False, compressed=True)) == exposition.body(
+        openmetrics=False, compressed=False
+    )
+    # rendered once, then served from the cache
+    assert exposition.body(openmetrics=True, compressed=False) is exposition.body(
+        openmetrics=True, compressed=False
+    )
+
+
+def normalised(text: str) -> str:
+    """The exposition without the lines that depend on the Python that runs the test."""
+    return re.sub(r"^zoom_exporter_build_info\{.*\n", "", text, flags=re.M)
+
+
+def test_golden_exposition() -> None:
+    text = normalised(Exposition(snapshot()).body(openmetrics=False, compressed=False).decode())
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "run with UPDATE_GOLDEN=1 and review the diff"
+
+
+def test_promtool_accepts_the_golden_file() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed: apt-get install prometheus")
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=GOLDEN.read_bytes(), capture_output=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
+    assert result.stdout.decode().strip() == ""  # no lint findings
+
+
+def test_registry_describes_only_this_snapshot() -> None:
+    families = {m.name for m in registry_for(Snapshot()).collect()}
+    assert "zoom_up" in families
+    samples = [
+        s
+        for m in registry_for(Snapshot()).collect()
+        for s in m.samples
+        if m.name.startswith("zoom_participant")
+    ]
+    assert samples == []

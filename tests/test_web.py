@@ -1,0 +1,95 @@
+"""The HTTP endpoints, served by aiohttp over a real socket, fed by a real poll of the simulator."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+from pydantic import SecretStr
+
+from exporter.client import ZoomClient
+from exporter.poller import Poller, SnapshotStore
+from exporter.simulator import Scenario, Simulator
+from exporter.web import create_app
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    simulator = Simulator(
+        Scenario(seed=5), client_id="c", client_secret="s", account_id="a", port=0
+    )
+    async with simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def wired(sim: Simulator, aiohttp_client) -> AsyncIterator[tuple[TestClient, Poller]]:  # type: ignore[no-untyped-def]
+    async with aiohttp.ClientSession() as session:
+        zoom = ZoomClient(
+            session,
+            api_url=sim.api_url,
+            oauth_url=sim.oauth_url,
+            account_id="a",
+            client_id="c",
+            client_secret=SecretStr("s"),
+        )
+        store = SnapshotStore()
+        poller = Poller(zoom, store, interval=60, configured=[])
+        http = await aiohttp_client(create_app(store))
+        yield http, poller
+
+
+async def test_ready_only_after_first_cycle(wired: tuple[TestClient, Poller]) -> None:
+    http, poller = wired
+    assert (await http.get("/-/healthy")).status == 200
+    response = await http.get("/-/ready")
+    assert response.status == 503
+    await poller.run_cycle()
+    assert (await http.get("/-/ready")).status == 200
+
+
+async def test_metrics_before_first_cycle_says_down(wired: tuple[TestClient, Poller]) -> None:
+    http, _ = wired
+    text = await (await http.get("/metrics")).text()
+    assert "zoom_up 0.0" in text
+    assert "zoom_participant_bitrate_bytes_per_second{" not in text
+
+
+async def test_content_negotiation_and_gzip(wired: tuple[TestClient, Poller]) -> None:
+    http, poller = wired
+    await poller.run_cycle()
+    plain = await http.get("/metrics")
+    assert plain.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    plain_text = await plain.text()
+    assert "zoom_up 1.0" in plain_text
+    om = await http.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert om.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert (await om.text()).endswith("# EOF\n")
+    zipped = await http.get("/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(await zipped.read()).decode() == plain_text
+
+
+async def test_scrapes_never_call_zoom(wired: tuple[TestClient, Poller], sim: Simulator) -> None:
+    http, poller = wired
+    await poller.run_cycle()
+    before = sim.stats["total"]
+    for _ in range(20):
+        assert (await http.get("/metrics")).status == 200
+        assert (await http.get("/")).status == 200
+    assert sim.stats["total"] == before
+
+
+async def test_landing_page_and_unknown_paths(wired: tuple[TestClient, Poller]) -> None:
+    http, poller = wired
+    await poller.run_cycle()
+    page = await http.get("/")
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert 'href="/metrics"' in await page.text()
+    assert (await http.get("/nope")).status == 404
+    assert (await http.post("/metrics")).status == 405
