@@ -27,6 +27,7 @@ from exporter.units import parse_bitrate, parse_duration, parse_percent
 START = 1_795_820_400.0  # 2026-11-27T23:00:00Z, an hour before a UTC midnight
 CREDS = {"client_id": "cid", "client_secret": "secret", "account_id": "acct"}
 
+
 Json = dict[str, Any]
 
 
@@ -41,6 +42,17 @@ class FakeClock:
         self.now += seconds
 
 
+def make_sim(clock: FakeClock | None = None, daily_limit: int = 30000) -> Simulator:
+    scenario = Scenario(seed=1, clock=clock or FakeClock())
+    return Simulator(
+        scenario,
+        client_id="cid",
+        client_secret="secret",
+        account_id="acct",
+        daily_limit=daily_limit,
+    )
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -48,7 +60,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    async with Simulator(Scenario(seed=1, clock=clock), **CREDS) as server:
+    async with make_sim(clock) as server:
         yield server
 
 
@@ -336,7 +348,7 @@ async def test_injected_rate_limit_answers_429(
 async def test_rate_limit_headers_and_daily_cap(
     http: aiohttp.ClientSession, clock: FakeClock
 ) -> None:
-    async with Simulator(Scenario(seed=1, clock=clock), daily_limit=3, **CREDS) as sim:
+    async with make_sim(clock, daily_limit=3) as sim:
         token = await fetch_token(sim, http)
         url = f"{sim.api_url}/metrics/webinars"
         remaining = [(await call(http, url, token))[2]["X-RateLimit-Remaining"] for _ in range(3)]
