@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import math
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from prometheus_client import exposition as text_format
+from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics_format
 
 from exporter.collector import registry_for
@@ -15,6 +17,55 @@ from exporter.snapshot import Snapshot
 # The classic text format that every Prometheus speaks, and OpenMetrics 1.0 when asked for it.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def go_float(value: float) -> str:
+    """Format a sample value as Prometheus' Go code does (1.6e+09 style above a million)."""
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    text = repr(float(value))
+    dot = text.find(".")
+    if value > 0 and dot > 6:
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
+
+
+def _escape_label_value(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+def format_text(families: Iterable[Metric]) -> bytes:
+    """The classic text format (version 0.0.4) of our families, without timestamps.
+
+    prometheus_client's generator does the same but escapes every name it writes, which costs
+    four times as long; our metric and label names are fixed and valid, so only label values
+    need escaping.
+    """
+    out: list[str] = []
+    for family in families:
+        name, kind = family.name, family.type
+        if kind == "counter":
+            name += "_total"
+        elif kind == "info":
+            name += "_info"
+            kind = "gauge"
+        doc = family.documentation.replace("\\", "\\\\").replace("\n", "\\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
+        for sample in family.samples:
+            if sample.labels:
+                pairs = ",".join(
+                    f'{key}="{_escape_label_value(value)}"'
+                    for key, value in sorted(sample.labels.items())
+                )
+                out.append(f"{sample.name}{{{pairs}}} {go_float(sample.value)}\n")
+            else:
+                out.append(f"{sample.name} {go_float(sample.value)}\n")
+    return "".join(out).encode("utf-8")
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -60,7 +111,7 @@ class Exposition:
         if openmetrics:
             rendered: bytes = openmetrics_format.generate_latest(registry)  # type: ignore[no-untyped-call]
             return rendered
-        return text_format.generate_latest(registry)
+        return format_text(registry.collect())
 
     def prerender(self) -> Exposition:
         """Render the plain text form now (called off the event loop, once per cycle)."""

@@ -171,3 +171,38 @@ def test_registry_describes_only_this_snapshot() -> None:
         if m.name.startswith("zoom_participant")
     ]
     assert samples == []
+
+
+def test_text_renderer_matches_prometheus_client() -> None:
+    """Our lean text formatter is byte-identical to prometheus_client's, escaping included."""
+    from prometheus_client import generate_latest
+
+    from exporter.exposition import format_text
+
+    tricky = Participant.model_validate(
+        {
+            "user_id": 'p"1\\x',
+            "user_name": 'Zoë "the \\ quoter"\nsecond line',
+            "user_qos": [
+                {"date_time": "2026-11-21T10:00:00Z", "audio_input": {"bitrate": "1 bps"}}
+            ],
+        }
+    )
+    base = snapshot()
+    extra = meeting_reading(
+        MeetingTarget("webinar", "w1", "w1", topic='Q&A \\ "all"'), [tricky], 7e-7
+    )
+    snap = Snapshot(meetings=(*base.meetings, extra), up=False, api_requests=base.api_requests)
+    registry = registry_for(snap)
+    assert format_text(registry.collect()) == generate_latest(registry)
+
+
+@pytest.mark.parametrize(
+    "number", [0.0, -0.0, 1.0, 0.126, 2875.0, 123456.0, 1234567.0, 1e22, 1.5e-7, -5e9, 1624564981.5]
+)
+def test_go_float_matches_prometheus_client(number: float) -> None:
+    from prometheus_client.utils import floatToGoString
+
+    from exporter.exposition import go_float
+
+    assert go_float(number) == floatToGoString(number)
