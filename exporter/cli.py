@@ -21,6 +21,7 @@ from exporter.client import ZoomClient
 from exporter.poller import Poller, SnapshotStore, configured_targets
 from exporter.settings import Settings, SettingsError, load_settings
 from exporter.web import create_app
+from exporter.webconfig import WebConfig, load_web_config, ssl_context
 
 log = logging.getLogger("exporter")
 
@@ -81,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--web.telemetry-path", dest="web.telemetry_path", help="metrics path (default /metrics)"
+    )
+    parser.add_argument(
+        "--web.config.file",
+        type=Path,
+        help="exporter-toolkit web config: TLS and basic auth (see README)",
     )
     parser.add_argument(
         "--poll.interval", type=float, help="seconds between poll cycles (default 60)"
@@ -153,7 +159,7 @@ async def zoom_client(settings: Settings) -> AsyncIterator[ZoomClient]:
         )
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, web_config: WebConfig) -> int:
     interval = settings.poll_interval
     if settings.demo and "poll_interval" not in settings.model_fields_set:
         interval = DEMO_POLL_INTERVAL
@@ -169,17 +175,20 @@ async def serve(settings: Settings) -> int:
             concurrency=settings.concurrency,
             max_staleness=settings.max_staleness,
         )
-        runner = web.AppRunner(create_app(store, settings.telemetry_path), access_log=None)
+        app = create_app(store, settings.telemetry_path, web_config)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
+        tls = ssl_context(web_config)
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, ssl_context=tls).start()
         except OSError as error:
             await runner.cleanup()
             log.error("cannot listen on %s: %s", settings.listen_address, error.strerror)
             return 1
         log.info(
-            "zoom-qos-exporter %s listening on http://%s:%d%s (poll every %.3g s)",
+            "zoom-qos-exporter %s listening on %s://%s:%d%s (poll every %.3g s)",
             __version__,
+            "https" if tls else "http",
             host,
             port,
             settings.telemetry_path,
@@ -204,10 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = _settings(args)
+        web_path = getattr(args, "web.config.file", None)
+        web_config = load_web_config(web_path) if web_path else WebConfig()
     except SettingsError as error:
         print(f"zoom-qos-exporter: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     _configure_logging(settings.log_level)
     if args.command == "probe":
         return asyncio.run(probe.run(args, zoom_client(settings)))
-    return asyncio.run(serve(settings))
+    return asyncio.run(serve(settings, web_config))

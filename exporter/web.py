@@ -15,6 +15,7 @@ from exporter.exposition import (
     wants_openmetrics,
 )
 from exporter.poller import SnapshotStore
+from exporter.webconfig import WebConfig, middlewares
 
 STORE = web.AppKey("store", SnapshotStore)
 TELEMETRY_PATH = web.AppKey("telemetry_path", str)
@@ -49,8 +50,10 @@ async def ready(request: web.Request) -> web.Response:
     return web.Response(status=503, text="Not ready: the first poll cycle has not finished\n")
 
 
-def create_app(store: SnapshotStore, telemetry_path: str = "/metrics") -> web.Application:
-    app = web.Application()
+def create_app(
+    store: SnapshotStore, telemetry_path: str = "/metrics", web_config: WebConfig | None = None
+) -> web.Application:
+    app = web.Application(middlewares=middlewares(web_config or WebConfig()))
     app[STORE] = store
     app[TELEMETRY_PATH] = telemetry_path
     app.router.add_get("/", landing)
