@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
+from pydantic import SecretStr
+
+from exporter.client import ZoomClient
+from exporter.simulator import Scenario, Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = sorted((ROOT / "deploy" / "prometheus").glob("*.rules.yml"))
@@ -81,6 +86,26 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+def zoom_client(
+    session: aiohttp.ClientSession, api_url: str, oauth_url: str, secret: str = "s", **options: Any
+) -> ZoomClient:
+    """A client with the test credentials (account "a", client "c") of `simulator()`."""
+    return ZoomClient(
+        session,
+        api_url=api_url,
+        oauth_url=oauth_url,
+        account_id="a",
+        client_id="c",
+        client_secret=SecretStr(secret),
+        **options,
+    )
+
+
+def simulator(scenario: Scenario) -> Simulator:
+    """An in-process simulator on a free loopback port that accepts `zoom_client()`."""
+    return Simulator(scenario, client_id="c", client_secret="s", account_id="a", port=0)
 
 
 @dataclass

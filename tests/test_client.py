@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from conftest import FakeClock
+from conftest import FakeClock, zoom_client
 from exporter.client import (
     ZoomAPIError,
     ZoomAuthError,
@@ -192,15 +192,7 @@ async def test_malformed_answers_are_transport_errors(
     runner = await broken_server(handler)
     try:
         base = runner_url(runner)
-        client = ZoomClient(
-            session,
-            api_url=base + "/v2",
-            oauth_url=base + "/oauth/token",
-            account_id="a",
-            client_id="c",
-            client_secret=SecretStr("s"),
-            timeout=5,
-        )
+        client = zoom_client(session, base + "/v2", base + "/oauth/token", timeout=5)
         with pytest.raises(ZoomTransportError):
             await client.participants_qos("meeting", "1")
     finally:
@@ -219,15 +211,7 @@ async def test_timeout_is_a_transport_error(session: aiohttp.ClientSession) -> N
     runner = await broken_server(handler)
     try:
         base = runner_url(runner)
-        client = ZoomClient(
-            session,
-            api_url=base + "/v2",
-            oauth_url=base + "/oauth/token",
-            account_id="a",
-            client_id="c",
-            client_secret=SecretStr("s"),
-            timeout=0.2,
-        )
+        client = zoom_client(session, base + "/v2", base + "/oauth/token", timeout=0.2)
         with pytest.raises(ZoomTransportError, match="timed out"):
             await client.live_meetings("meeting")
         assert ("oauth_token", "error", 1) in client.requests.snapshot()

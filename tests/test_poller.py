@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from pydantic import SecretStr
 
-from conftest import FakeClock
+from conftest import FakeClock, simulator, zoom_client
 from exporter.client import ZoomClient
 from exporter.poller import Poller, SnapshotStore, configured_targets
 from exporter.simulator import Scenario, Simulator
@@ -22,24 +21,14 @@ SEED_MEETING_ID = str(_SEED_MEETING)
 
 @pytest.fixture
 async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
-    simulator = Simulator(
-        Scenario(seed=3, clock=clock), client_id="c", client_secret="s", account_id="a", port=0
-    )
-    async with simulator:
-        yield simulator
+    async with simulator(Scenario(seed=3, clock=clock)) as sim:
+        yield sim
 
 
 @pytest.fixture
 async def client(sim: Simulator) -> AsyncIterator[ZoomClient]:
     async with aiohttp.ClientSession() as session:
-        yield ZoomClient(
-            session,
-            api_url=sim.api_url,
-            oauth_url=sim.oauth_url,
-            account_id="a",
-            client_id="c",
-            client_secret=SecretStr("s"),
-        )
+        yield zoom_client(session, sim.api_url, sim.oauth_url)
 
 
 def make_poller(
@@ -130,14 +119,7 @@ async def test_failed_meeting_keeps_last_good_data_until_stale(
 
 async def test_wrong_credentials_mean_down_not_crash(sim: Simulator, clock: FakeClock) -> None:
     async with aiohttp.ClientSession() as session:
-        bad = ZoomClient(
-            session,
-            api_url=sim.api_url,
-            oauth_url=sim.oauth_url,
-            account_id="a",
-            client_id="c",
-            client_secret=SecretStr("wrong"),
-        )
+        bad = zoom_client(session, sim.api_url, sim.oauth_url, secret="wrong")
         poller, store = make_poller(bad, clock)
         snapshot = await poller.run_cycle()
     assert not snapshot.up

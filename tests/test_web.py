@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from pydantic import SecretStr
 
-from exporter.client import ZoomClient
+from conftest import simulator, zoom_client
 from exporter.poller import Poller, SnapshotStore
 from exporter.simulator import Scenario, Simulator
 from exporter.web import create_app
@@ -18,24 +17,14 @@ from exporter.web import create_app
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    simulator = Simulator(
-        Scenario(seed=5), client_id="c", client_secret="s", account_id="a", port=0
-    )
-    async with simulator:
-        yield simulator
+    async with simulator(Scenario(seed=5)) as sim:
+        yield sim
 
 
 @pytest.fixture
 async def wired(sim: Simulator, aiohttp_client) -> AsyncIterator[tuple[TestClient, Poller]]:  # type: ignore[no-untyped-def]
     async with aiohttp.ClientSession() as session:
-        zoom = ZoomClient(
-            session,
-            api_url=sim.api_url,
-            oauth_url=sim.oauth_url,
-            account_id="a",
-            client_id="c",
-            client_secret=SecretStr("s"),
-        )
+        zoom = zoom_client(session, sim.api_url, sim.oauth_url)
         store = SnapshotStore()
         poller = Poller(zoom, store, interval=60, configured=[])
         http = await aiohttp_client(create_app(store))
