@@ -45,9 +45,12 @@ _FLAG_FIELDS = {
 
 def _common(parser: argparse.ArgumentParser, default: Any = None) -> None:
     """Flags accepted before and after the subcommand (a subcommand's copy must not reset them)."""
-    parser.add_argument("--config.file", type=Path, default=default, help="YAML file of settings")
+    parser.add_argument(
+        "--config.file", metavar="PATH", type=Path, default=default, help="YAML file of settings"
+    )
     parser.add_argument(
         "--secrets.dir",
+        metavar="DIR",
         type=Path,
         default=default,
         help="directory of secret files (e.g. zoom_exporter_client_secret)",
@@ -59,13 +62,25 @@ def _common(parser: argparse.ArgumentParser, default: Any = None) -> None:
         help="run against the built-in Zoom simulator; no credentials needed",
     )
     parser.add_argument(
-        "--log.level", choices=["debug", "info", "warning", "error"], default=default
+        "--log.level",
+        metavar="LEVEL",
+        help="debug, info, warning or error",
+        choices=["debug", "info", "warning", "error"],
+        default=default,
     )
     parser.add_argument(
-        "--zoom.api-url", dest="zoom.api_url", default=default, help="Zoom API base URL"
+        "--zoom.api-url",
+        metavar="URL",
+        dest="zoom.api_url",
+        default=default,
+        help="Zoom API base URL",
     )
     parser.add_argument(
-        "--zoom.oauth-url", dest="zoom.oauth_url", default=default, help="OAuth token URL"
+        "--zoom.oauth-url",
+        metavar="URL",
+        dest="zoom.oauth_url",
+        default=default,
+        help="OAuth token URL",
     )
 
 
@@ -78,21 +93,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _common(parser)
     parser.add_argument(
-        "--web.listen-address", dest="web.listen_address", help="host:port (default 0.0.0.0:9924)"
+        "--web.listen-address",
+        metavar="HOST:PORT",
+        dest="web.listen_address",
+        help="host:port (default 0.0.0.0:9924)",
     )
     parser.add_argument(
-        "--web.telemetry-path", dest="web.telemetry_path", help="metrics path (default /metrics)"
+        "--web.telemetry-path",
+        metavar="PATH",
+        dest="web.telemetry_path",
+        help="metrics path (default /metrics)",
     )
     parser.add_argument(
         "--web.config.file",
+        metavar="PATH",
         type=Path,
         help="exporter-toolkit web config: TLS and basic auth (see README)",
     )
     parser.add_argument(
-        "--poll.interval", type=float, help="seconds between poll cycles (default 60)"
+        "--poll.interval",
+        metavar="SECONDS",
+        type=float,
+        help="seconds between poll cycles (default 60)",
     )
-    parser.add_argument("--zoom.meeting-ids", dest="zoom.meeting_ids", help="comma-separated")
-    parser.add_argument("--zoom.webinar-ids", dest="zoom.webinar_ids", help="comma-separated")
+    parser.add_argument(
+        "--zoom.meeting-ids", metavar="IDS", dest="zoom.meeting_ids", help="comma-separated"
+    )
+    parser.add_argument(
+        "--zoom.webinar-ids", metavar="IDS", dest="zoom.webinar_ids", help="comma-separated"
+    )
     commands = parser.add_subparsers(dest="command", metavar="{probe}")
     probe_parser = commands.add_parser("probe", help="fetch one meeting's QoS once and print it")
     _common(probe_parser, default=argparse.SUPPRESS)

@@ -146,3 +146,11 @@ def test_cli_missing_credentials_exit_2_and_mention_demo() -> None:
     assert result.returncode == 2
     assert "--demo" in result.stderr
     assert "hunter2-secret" not in result.stderr + result.stdout
+
+
+def test_shipped_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).resolve().parent.parent / "deploy" / "config.example.yml"
+    monkeypatch.setenv("ZOOM_EXPORTER_CLIENT_SECRET", "from-env")
+    settings = load_settings(config_file=example)
+    assert settings.poll_interval == 60
+    assert settings.client_id == "your-client-id"
