@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
-from exporter import __version__, probe
+from exporter import __version__, logfmt, probe
 from exporter.client import ZoomClient
 from exporter.poller import Poller, SnapshotStore, configured_targets
 from exporter.settings import Settings, SettingsError, load_settings
@@ -145,15 +145,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
 @contextlib.asynccontextmanager
 async def zoom_client(settings: Settings) -> AsyncIterator[ZoomClient]:
     """A client for the real API, or for an in-process simulator with --demo."""
@@ -247,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"zoom-qos-exporter: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    _configure_logging(settings.log_level)
+    logfmt.configure(settings.log_level)
     if args.command == "probe":
         return asyncio.run(probe.run(args, zoom_client(settings)))
     return asyncio.run(serve(settings, web_config))
