@@ -93,12 +93,13 @@ def main() -> None:
         )
     )
     del parsed2
-    Exposition(snap2).prerender()
+    kept = Exposition(snap2).prerender()  # what the store holds between cycles
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(
         f"memory: peak {peak / 2**20:.1f} MiB during a cycle, {current / 2**20:.1f} MiB held after"
     )
+    del kept
 
 
 if __name__ == "__main__":
