@@ -61,7 +61,24 @@ async def wait_ready(url: str) -> None:
     raise SystemExit("exporter did not become ready")
 
 
-async def main() -> None:
+async def measure(process: subprocess.Popen[bytes], url: str, total: int, concurrency: int) -> None:
+    await wait_ready(url)
+    print(f"demo exporter ready; RSS {rss_mib(process.pid):.1f} MiB")
+    for gzip in (False, True):
+        start = time.perf_counter()
+        latencies = sorted(await scrape(url + "/metrics", total, concurrency, gzip))
+        elapsed = time.perf_counter() - start
+        p50 = latencies[len(latencies) // 2] * 1000
+        p99 = latencies[int(len(latencies) * 0.99)] * 1000
+        kind = "gzip " if gzip else "plain"
+        print(
+            f"{kind}: {total} scrapes x{concurrency} in {elapsed:.2f} s = "
+            f"{total / elapsed:.0f}/s; p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+        )
+    print(f"RSS after scrapes {rss_mib(process.pid):.1f} MiB")
+
+
+def main() -> None:
     total = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     concurrency = int(sys.argv[2]) if len(sys.argv) > 2 else 8
     port = free_port()
@@ -69,26 +86,12 @@ async def main() -> None:
         [sys.executable, "-m", "exporter", "--demo", "--web.listen-address", f"127.0.0.1:{port}"],
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        await wait_ready(url)
-        print(f"demo exporter ready; RSS {rss_mib(process.pid):.1f} MiB")
-        for gzip in (False, True):
-            start = time.perf_counter()
-            latencies = sorted(await scrape(url + "/metrics", total, concurrency, gzip))
-            elapsed = time.perf_counter() - start
-            p50 = latencies[len(latencies) // 2] * 1000
-            p99 = latencies[int(len(latencies) * 0.99)] * 1000
-            kind = "gzip " if gzip else "plain"
-            print(
-                f"{kind}: {total} scrapes x{concurrency} in {elapsed:.2f} s = "
-                f"{total / elapsed:.0f}/s; p50 {p50:.2f} ms, p99 {p99:.2f} ms"
-            )
-        print(f"RSS after scrapes {rss_mib(process.pid):.1f} MiB")
+        asyncio.run(measure(process, f"http://127.0.0.1:{port}", total, concurrency))
     finally:
         process.terminate()
         process.wait(10)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
