@@ -1,0 +1,317 @@
+"""Grafana dashboards: structure, thresholds, provisioning, and every query against live data.
+
+The live test runs every panel target and every variable query of every dashboard against a
+real Prometheus that scrapes `python -m exporter --demo` and loads deploy/prometheus/*.rules.yml.
+A query that returns nothing fails, except the explicit allowlist below.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import ROOT, Prometheus, http_get
+from exporter import status_page
+
+DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+PROVISIONING = ROOT / "grafana" / "provisioning"
+RULES = ROOT / "deploy" / "prometheus" / "zoom.rules.yml"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+EXPECTED_UIDS = {
+    "zoom-overview.json": "zoom-qos-overview",
+    "zoom-meeting.json": "zoom-qos-meeting",
+    "zoom-participant.json": "zoom-qos-participant",
+    "zoom-exporter-health.json": "zoom-qos-exporter",
+}
+# Grafana's built-in variables and the values the live test gives them.
+BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
+
+# Metrics that the rate-limit issue (budget planner) will add. Panels that use them may return
+# nothing ONLY while the exporter does not export them yet; once a name has series in
+# Prometheus, the panels that use it must return data like every other panel.
+NOT_YET_EXPORTED = (
+    "zoom_exporter_poll_interval_seconds",  # Exporter health: "Effective poll interval"
+    "zoom_exporter_daily_budget_remaining",  # Exporter health: "Daily budget remaining" (x2)
+    "zoom_api_rate_limited_total",  # Exporter health: "Rate-limited calls by category and type"
+)
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def all_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])  # collapsed rows keep their panels inside
+
+
+def query_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    return (p for p in all_panels(dashboard) if p["type"] != "row")
+
+
+def variable_query(variable: dict[str, Any]) -> str:
+    query = variable["query"]
+    return str(query["query"] if isinstance(query, dict) else query)
+
+
+def exprs(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(panel title, expr) of every target."""
+    for panel in query_panels(dashboard):
+        for target in panel["targets"]:
+            yield panel["title"], target["expr"]
+
+
+def rule_thresholds() -> dict[str, float]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    out = {}
+    for group in groups:
+        for rule in group["rules"]:
+            name = rule.get("record", "")
+            match = re.fullmatch(r"vector\(([\d.]+)\)", str(rule.get("expr", "")).strip())
+            if name.startswith("zoom:threshold_") and match:
+                out[name.removeprefix("zoom:threshold_")] = float(match.group(1))
+    return out
+
+
+def step_values(thresholds: dict[str, Any]) -> dict[float, str]:
+    return {s["value"]: s["color"] for s in thresholds["steps"] if s["value"] is not None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_four_dashboards_exist_with_stable_uids() -> None:
+    assert {p.name: load(p)["uid"] for p in DASHBOARDS} == EXPECTED_UIDS
+    titles = [load(p)["title"] for p in DASHBOARDS]
+    assert len(set(titles)) == len(titles)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_structure(path: Path) -> None:
+    dashboard = load(path)
+    assert dashboard["id"] is None, "exported dashboards must not pin a database id"
+    ids = [p["id"] for p in all_panels(dashboard)]
+    assert len(ids) == len(set(ids)), f"duplicate panel ids in {path.name}"
+    for panel in query_panels(dashboard):
+        where = f"{path.name}: {panel['title']!r}"
+        assert panel["datasource"] == DATASOURCE, where
+        assert panel["targets"], where
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE, where
+            assert target["expr"].strip(), where
+        assert panel["fieldConfig"]["defaults"].get("unit"), f"no unit: {where}"
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, where
+    for panel in all_panels(dashboard):
+        ref_ids = [t["refId"] for t in panel.get("targets", [])]
+        assert len(ref_ids) == len(set(ref_ids))
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_variables(path: Path) -> None:
+    dashboard = load(path)
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    ds = variables["datasource"]
+    assert (ds["type"], ds["query"]) == ("datasource", "prometheus")
+    for variable in variables.values():
+        if variable["type"] == "query":
+            assert variable["datasource"] == DATASOURCE, variable["name"]
+            assert variable_query(variable).startswith("label_values("), variable["name"]
+    expected = {
+        "zoom-overview.json": {"kind"},
+        "zoom-meeting.json": {"kind", "meeting", "media"},
+        "zoom-participant.json": {"kind", "meeting", "participant", "media"},
+        "zoom-exporter-health.json": {"job", "instance"},
+    }[path.name]
+    assert expected <= set(variables)
+    # Every $variable used anywhere is defined (or a Grafana built-in).
+    text = json.dumps(dashboard)
+    used = set(re.findall(r"\$\{?(\w+)", text)) - {"datasource"}
+    used = {u for u in used if not u.startswith("__")}
+    assert used <= set(variables), used - set(variables)
+    # Query variables reference only variables defined before them.
+    seen: set[str] = set()
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            refs = set(re.findall(r"\$(\w+)", variable_query(variable)))
+            assert refs <= seen, (variable["name"], refs - seen)
+        seen.add(variable["name"])
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_no_hard_coded_job_or_instance(path: Path) -> None:
+    queries = [e for _, e in exprs(load(path))]
+    queries += [variable_query(v) for v in load(path)["templating"]["list"] if v["type"] == "query"]
+    for expr in queries:
+        assert not re.search(r"\b(job|instance)\s*(=|!=|=~|!~)\s*\"(?!\$)", expr), expr
+
+
+def panel_steps(panel: dict[str, Any]) -> list[dict[float, str]]:
+    """Threshold steps of a panel's defaults and of its per-field overrides."""
+    field_config = panel["fieldConfig"]
+    out = [step_values(field_config["defaults"]["thresholds"])]
+    for override in field_config["overrides"]:
+        for prop in override["properties"]:
+            if prop["id"] == "thresholds":
+                out.append(step_values(prop["value"]))
+    return out
+
+
+def test_thresholds_follow_zoom_guidance_and_the_rules() -> None:
+    rules = rule_thresholds()
+    assert rules["latency_seconds"] == 0.150 == status_page.LATENCY.poor
+    assert rules["jitter_seconds"] == 0.040 == status_page.JITTER.poor
+    assert rules["packet_loss_ratio"] == 0.02 == status_page.LOSS.poor
+    assert status_page.bitrate_band(8999)[0] == "very bad"
+    metrics = {
+        "zoom_participant_latency_seconds": rules["latency_seconds"],
+        "zoom_participant_jitter_seconds": rules["jitter_seconds"],
+        "zoom_participant_packet_loss_ratio": rules["packet_loss_ratio"],
+    }
+    checked = 0
+    for path in DASHBOARDS:
+        for panel in query_panels(load(path)):
+            text = " ".join(t["expr"] for t in panel["targets"])
+            steps = panel_steps(panel)
+            for metric, limit in metrics.items():
+                if metric in text:
+                    where = f"{path.name}: {panel['title']} ({metric})"
+                    assert any(s.get(limit) == "red" for s in steps), where
+                    checked += 1
+            if (
+                "zoom_participant_bitrate_bytes_per_second" in text
+                and panel["type"] == "timeseries"
+            ):
+                assert panel["fieldConfig"]["defaults"]["unit"] == "Bps", panel["title"]
+                # Zoom's bands 72/128/180/320/640 kbps in bytes per second.
+                assert set(steps[0]) == {9000, 16000, 22500, 40000, 80000}, panel["title"]
+                checked += 1
+    assert checked >= 20
+
+
+def test_worst_participant_tables_show_user_names() -> None:
+    overview = load(ROOT / "grafana" / "dashboards" / "zoom-overview.json")
+    tables = [p for p in query_panels(overview) if p["title"].startswith("Worst participants by")]
+    assert {p["title"] for p in tables} == {
+        "Worst participants by packet loss",
+        "Worst participants by jitter",
+        "Worst participants by latency",
+    }
+    for panel in tables:
+        (target,) = panel["targets"]
+        assert target["expr"].startswith("topk(10,")
+        assert "group_left (user_name)" in target["expr"]
+        assert "zoom_participant_info" in target["expr"]
+        assert target["instant"] and target["format"] == "table"
+
+
+def test_provisioning() -> None:
+    (datasource_file,) = (PROVISIONING / "datasources").glob("*.yml")
+    datasources = yaml.safe_load(datasource_file.read_text())
+    assert datasources["apiVersion"] == 1
+    assert [d["type"] for d in datasources["datasources"]] == ["prometheus"]
+    (provider_file,) = (PROVISIONING / "dashboards").glob("*.yml")
+    providers = yaml.safe_load(provider_file.read_text())
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"].startswith("/var/lib/grafana/dashboards")
+    assert "grafana/dashboards" in provider_file.read_text()  # the comment says what to mount
+
+
+# ---------------------------------------------------------------------------------------------
+# Every query against the live demo
+# ---------------------------------------------------------------------------------------------
+
+
+def label_values(prom: Prometheus, query: str) -> tuple[str, list[str]]:
+    """What Grafana's `label_values([selector,] label)` lists: (label, its values)."""
+    match = re.fullmatch(r"label_values\((?:(.*),\s*)?(\w+)\)", query.strip())
+    assert match, f"unsupported variable query {query!r}"
+    selector, label = match.groups()
+    params = {"start": str(time.time() - 300)}
+    if selector:
+        params["match[]"] = selector
+    status, _, body = http_get(
+        f"{prom.url}/api/v1/label/{label}/values?{urllib.parse.urlencode(params)}"
+    )
+    payload = json.loads(body)
+    assert status == 200 and payload["status"] == "success", payload
+    return label, sorted(payload["data"])
+
+
+def choose(prom: Prometheus, label: str, values: list[str], chosen: dict[str, str]) -> str:
+    """The value whose series cover the most metric names (then series): the richest demo
+    participant or meeting, so that every panel has something to show."""
+
+    def score(value: str) -> tuple[int, int]:
+        matchers = ", ".join(f'{k}="{v}"' for k, v in {**chosen, label: value}.items())
+        rows = prom.query(f'count by (__name__) ({{__name__=~"zoom_.+", {matchers}}})')
+        return len(rows), sum(int(float(r["value"][1])) for r in rows)
+
+    return max(values, key=score)
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    def repl(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return values[name]
+
+    return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)", repl, expr)
+
+
+def test_every_dashboard_query_returns_data(prometheus: Prometheus) -> None:
+    started = time.monotonic()
+    # Rules and rates need a few scrapes and evaluations.
+    prometheus.wait_query("kind_meeting_id:zoom_participants_poor:ratio", timeout=60)
+    prometheus.wait_query("rate(zoom_api_requests_total[1m]) > 0", timeout=60)
+    absent = {m for m in NOT_YET_EXPORTED if not prometheus.query(f"count({m})")}
+
+    proven: list[str] = []
+    tolerated: list[str] = []
+    for path in DASHBOARDS:
+        dashboard = load(path)
+        values: dict[str, str] = dict(BUILTINS)
+        labels: dict[str, str] = {}
+        for variable in dashboard["templating"]["list"]:
+            if variable["type"] != "query":
+                continue
+            query = substitute(variable_query(variable), values)
+            label, found = label_values(prometheus, query)
+            assert found, f"{path.name}: variable {variable['name']} ({query}) has no values"
+            proven.append(f"{path.name}: ${variable['name']}")
+            value = choose(prometheus, label, found, labels)
+            labels[label] = value
+            # Grafana regex-escapes values for =~ inside a PromQL string (so backslashes double).
+            values[variable["name"]] = re.escape(value).replace("\\", "\\\\")
+        for title, expr in exprs(dashboard):
+            concrete = substitute(expr, values)
+            prometheus.query(concrete)  # a syntax error fails here, at once
+            uses_absent = [m for m in absent if m in concrete]
+            if uses_absent and not prometheus.query(concrete):
+                tolerated.append(f"{path.name}: {title} ({', '.join(uses_absent)})")
+                continue
+            try:
+                prometheus.wait_query(concrete, timeout=max(5.0, 60 - (time.monotonic() - started)))
+            except AssertionError:
+                raise AssertionError(
+                    f"{path.name}: panel {title!r} returns no data:\n{concrete}"
+                ) from None
+            proven.append(f"{path.name}: {title}")
+    print(f"\n{len(proven)} dashboard queries returned data from the live demo")
+    print(f"{len(tolerated)} tolerated (not yet exported): {tolerated}")
+    # Only the panels of the three not-yet-exported metrics may be tolerated.
+    assert all(any(m in t for m in NOT_YET_EXPORTED) for t in tolerated)
+    assert len(tolerated) <= 4
+    assert len(proven) >= 80
