@@ -249,7 +249,7 @@ def _meeting_section(meeting: MeetingReading) -> str:
     counts = dict.fromkeys(("poor", "fair", "good", "unknown"), 0)
     for participant in meeting.participants:
         counts[participant_quality(participant)] += 1
-    kind = KIND_TITLES.get(target.kind, target.kind)
+    kind = escape(KIND_TITLES.get(target.kind, target.kind))
     topic = target.topic or "(no topic)"
     header = "".join(
         (
