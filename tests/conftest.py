@@ -214,29 +214,37 @@ def start_prometheus(
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     config_path = tmp / "prometheus.yml"
     config_path.write_text(json.dumps(config))  # JSON is YAML
-    log = tmp / "prometheus.log"
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        binary,
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+    ]
+    process, log = start_daemon(tmp, "prometheus", argv, url)
+    return Prometheus(url, process, log)
+
+
+def start_daemon(
+    tmp: Path, name: str, argv: list[str], url: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start a server process logging to tmp/NAME.log; return once its /-/ready answers 200."""
+    log = tmp / f"{name}.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={tmp / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--web.enable-lifecycle",
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=tmp,
-        )
-    prom = Prometheus(f"http://127.0.0.1:{port}", process, log)
+        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, cwd=tmp)
 
     def ready() -> bool:
         if process.poll() is not None:
-            raise AssertionError(f"prometheus exited: {log.read_text()}")
-        return http_get(prom.url + "/-/ready")[0] == 200
+            raise AssertionError(f"{name} exited: {log.read_text()}")
+        return http_get(url + "/-/ready")[0] == 200
 
-    wait_for(ready, timeout=30, what="prometheus readiness")
-    return prom
+    try:
+        wait_for(ready, timeout=30, what=f"{name} readiness")
+    except AssertionError:
+        stop_process(process)
+        raise
+    return process, log
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from conftest import (
     Prometheus,
     free_port,
     http_get,
+    start_daemon,
     start_prometheus,
     stop_process,
     wait_for,
@@ -101,28 +102,15 @@ def start_alertmanager(tmp: Path, config: Path) -> tuple[str, subprocess.Popen[b
     if binary is None:
         pytest.fail("alertmanager is not installed: apt-get install prometheus-alertmanager")
     port = free_port()
-    log = tmp / "alertmanager.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.path={tmp / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=tmp,
-        )
     url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"alertmanager exited: {log.read_text()}")
-        return http_get(url + "/-/ready")[0] == 200
-
-    wait_for(ready, timeout=30, what="alertmanager readiness")
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.path={tmp / 'am-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    process, _ = start_daemon(tmp, "alertmanager", argv, url)
     return url, process
 
 
