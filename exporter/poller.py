@@ -93,9 +93,10 @@ class CycleOutcome:
     auth_failed: bool = False
     errors: list[str] = field(default_factory=list)
 
-    def failed(self, error: ZoomError) -> None:
+    def failed(self, error: Exception, where: str = "") -> None:
         self.failures += 1
-        self.errors.append(str(error))
+        detail = str(error) if isinstance(error, ZoomError) else f"unexpected {error!r}"
+        self.errors.append(f"{where}: {detail}" if where else detail)
         if isinstance(error, ZoomAuthError):
             self.auth_failed = True
 
@@ -186,6 +187,9 @@ class Poller:
                 live = await self._client.live_meetings(kind)
             except ZoomError as error:
                 outcome.failed(error)  # keep the previous list of that kind
+            except Exception as error:
+                log.exception("%s discovery: unexpected failure", kind)
+                outcome.failed(error, f"{kind} discovery")
             else:
                 outcome.successes += 1
                 targets = (discovered_target(kind, m) for m in live)
@@ -197,19 +201,24 @@ class Poller:
         key = (target.kind, target.meeting_id)
         if outcome.auth_failed:
             return self._stale(key)
+        where = f"{target.kind} {target.meeting_id}"
         async with self._semaphore:
             try:
                 participants = await self._client.participants_qos(target.kind, target.api_id)
             except ZoomAPIError as error:
                 if error.gone:
-                    log.info("%s %s is not live any more", target.kind, target.meeting_id)
+                    log.info("%s is not live any more", where)
                     outcome.successes += 1
                     self._last_good.pop(key, None)
                     return None
-                outcome.failed(error)
+                outcome.failed(error, where)
                 return self._stale(key)
             except ZoomError as error:
-                outcome.failed(error)
+                outcome.failed(error, where)
+                return self._stale(key)
+            except Exception as error:  # a bug or an unforeseen answer: the others go on
+                log.exception("%s: unexpected failure", where)
+                outcome.failed(error, where)
                 return self._stale(key)
         outcome.successes += 1
         reading = meeting_reading(target, participants, self._clock())

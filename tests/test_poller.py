@@ -147,3 +147,26 @@ async def test_run_forever_stops_promptly(client: ZoomClient, clock: FakeClock) 
     stop.set()
     await asyncio.wait_for(task, timeout=2)
     assert store.snapshot.complete_cycles == 1
+
+
+async def test_unexpected_failure_of_one_meeting_spares_the_others(
+    sim: Simulator, client: ZoomClient, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poller, _ = make_poller(client, clock)
+    first = await poller.run_cycle()
+    victim = next(m.target for m in first.meetings if m.target.meeting_id != SEED_MEETING_ID)
+    original = client.participants_qos
+
+    async def flaky(kind, meeting_id):  # type: ignore[no-untyped-def]
+        if meeting_id == victim.api_id:
+            raise RuntimeError("a bug in parsing")
+        return await original(kind, meeting_id)
+
+    monkeypatch.setattr(client, "participants_qos", flaky)
+    clock.now += 60
+    second = await poller.run_cycle()
+    assert participants_of(second) == participants_of(first)  # the victim keeps its last data
+    assert second.up
+    assert second.errors == (
+        f"{victim.kind} {victim.meeting_id}: unexpected RuntimeError('a bug in parsing')",
+    )
