@@ -72,6 +72,10 @@ def main() -> None:
         lambda: Exposition(snapshot).body(openmetrics=False, compressed=False),
     )
     timed(
+        "render OpenMetrics + gzip",
+        lambda: Exposition(snapshot).body(openmetrics=True, compressed=True),
+    )
+    timed(
         "render text + gzip",
         lambda: Exposition(snapshot).body(openmetrics=False, compressed=True),
     )

@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
-from prometheus_client.openmetrics import exposition as openmetrics_format
 
 from exporter.collector import registry_for
 from exporter.snapshot import Snapshot
@@ -39,23 +38,29 @@ def _escape_label_value(value: str) -> str:
     return value
 
 
-def format_text(families: Iterable[Metric]) -> bytes:
-    """The classic text format (version 0.0.4) of our families, without timestamps.
+def _header(family: Metric, openmetrics: bool) -> str:
+    name, kind, doc = family.name, family.type, family.documentation
+    if openmetrics:
+        return f"# HELP {name} {_escape_label_value(doc)}\n# TYPE {name} {kind}\n"
+    if kind == "counter":
+        name += "_total"
+    elif kind == "info":
+        name += "_info"
+        kind = "gauge"
+    doc = doc.replace("\\", "\\\\").replace("\n", "\\n")
+    return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
 
-    prometheus_client's generator does the same but escapes every name it writes, which costs
-    four times as long; our metric and label names are fixed and valid, so only label values
-    need escaping.
+
+def format_exposition(families: Iterable[Metric], *, openmetrics: bool = False) -> bytes:
+    """The text format (0.0.4) or OpenMetrics 1.0 of our families, without timestamps.
+
+    Byte-identical to prometheus_client's generators for the gauges, counters and infos we
+    make, at a third of the cost: they escape every metric and label name they write, while
+    ours are fixed and valid, so only label values and help texts need escaping.
     """
     out: list[str] = []
     for family in families:
-        name, kind = family.name, family.type
-        if kind == "counter":
-            name += "_total"
-        elif kind == "info":
-            name += "_info"
-            kind = "gauge"
-        doc = family.documentation.replace("\\", "\\\\").replace("\n", "\\n")
-        out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
+        out.append(_header(family, openmetrics))
         for sample in family.samples:
             if sample.labels:
                 pairs = ",".join(
@@ -65,6 +70,8 @@ def format_text(families: Iterable[Metric]) -> bytes:
                 out.append(f"{sample.name}{{{pairs}}} {go_float(sample.value)}\n")
             else:
                 out.append(f"{sample.name} {go_float(sample.value)}\n")
+    if openmetrics:
+        out.append("# EOF\n")
     return "".join(out).encode("utf-8")
 
 
@@ -93,6 +100,10 @@ class Exposition:
     _cache: dict[tuple[bool, bool], bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def cached(self, *, openmetrics: bool, compressed: bool) -> bytes | None:
+        """The form if it was rendered already (cheap enough for the event loop)."""
+        return self._cache.get((openmetrics, compressed))
+
     def body(self, *, openmetrics: bool, compressed: bool) -> bytes:
         key = (openmetrics, compressed)
         with self._lock:
@@ -107,11 +118,7 @@ class Exposition:
             plain = self._cache.get((openmetrics, False)) or self._render(openmetrics, False)
             self._cache[(openmetrics, False)] = plain
             return gzip.compress(plain, compresslevel=6, mtime=0)
-        registry = registry_for(self.snapshot)
-        if openmetrics:
-            rendered: bytes = openmetrics_format.generate_latest(registry)  # type: ignore[no-untyped-call]
-            return rendered
-        return format_text(registry.collect())
+        return format_exposition(registry_for(self.snapshot).collect(), openmetrics=openmetrics)
 
     def prerender(self) -> Exposition:
         """Render the plain text form now (called off the event loop, once per cycle)."""

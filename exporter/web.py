@@ -5,6 +5,8 @@ Handlers only read the current pre-rendered snapshot: a scrape never calls Zoom.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from exporter import status_page
@@ -25,7 +27,11 @@ async def metrics(request: web.Request) -> web.Response:
     exposition = request.app[STORE].exposition
     openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
     compressed = wants_gzip(request.headers.get("Accept-Encoding", ""))
-    body = exposition.body(openmetrics=openmetrics, compressed=compressed)
+    body = exposition.cached(openmetrics=openmetrics, compressed=compressed)
+    if body is None:  # the first scrape in this form since the cycle: render it off the loop
+        body = await asyncio.to_thread(
+            exposition.body, openmetrics=openmetrics, compressed=compressed
+        )
     headers = {
         "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
         "Vary": "Accept, Accept-Encoding",

@@ -173,11 +173,12 @@ def test_registry_describes_only_this_snapshot() -> None:
     assert samples == []
 
 
-def test_text_renderer_matches_prometheus_client() -> None:
-    """Our lean text formatter is byte-identical to prometheus_client's, escaping included."""
+def test_renderer_matches_prometheus_client() -> None:
+    """Our lean formatter is byte-identical to prometheus_client's, escaping included."""
     from prometheus_client import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-    from exporter.exposition import format_text
+    from exporter.exposition import format_exposition
 
     tricky = Participant.model_validate(
         {
@@ -194,7 +195,9 @@ def test_text_renderer_matches_prometheus_client() -> None:
     )
     snap = Snapshot(meetings=(*base.meetings, extra), up=False, api_requests=base.api_requests)
     registry = registry_for(snap)
-    assert format_text(registry.collect()) == generate_latest(registry)
+    assert format_exposition(registry.collect()) == generate_latest(registry)
+    openmetrics = format_exposition(registry.collect(), openmetrics=True)
+    assert openmetrics == generate_openmetrics(registry)
 
 
 @pytest.mark.parametrize(
