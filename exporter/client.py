@@ -13,6 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
@@ -234,12 +235,20 @@ class ZoomClient:
     # -- endpoints ---------------------------------------------------------------------------
 
     async def live_meetings(self, kind: Kind) -> list[LiveMeeting]:
-        """Discovery: the live meetings (or webinars) of the account."""
+        """Discovery: the live meetings (or webinars) of the account.
+
+        Zoom wants a date range even for live meetings: yesterday to today (UTC), so a meeting
+        that began before midnight is still listed.
+        """
         key = f"{kind}s"
+        today = datetime.now(UTC).date()
+        params = {
+            "type": "live",
+            "from": (today - timedelta(days=1)).isoformat(),
+            "to": today.isoformat(),
+        }
         found: list[LiveMeeting] = []
-        async for page in self.pages(
-            f"list_{key}", f"/metrics/{key}", {"type": "live"}, DISCOVERY_PAGE_SIZE
-        ):
+        async for page in self.pages(f"list_{key}", f"/metrics/{key}", params, DISCOVERY_PAGE_SIZE):
             found.extend(_validated(LiveMeeting, page.get(key), f"list_{key}"))
         return found
 

@@ -218,3 +218,32 @@ async def test_timeout_is_a_transport_error(session: aiohttp.ClientSession) -> N
     finally:
         never.set()
         await runner.cleanup()
+
+
+async def test_discovery_sends_a_date_range(session: aiohttp.ClientSession) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    seen: list[dict[str, str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path.endswith("/token"):
+            return web.json_response({"access_token": "t", "expires_in": 3600})
+        seen.append(dict(request.query))
+        return web.json_response({"meetings": [{"id": 1, "uuid": "u"}], "next_page_token": ""})
+
+    runner = await broken_server(handler)
+    try:
+        base = runner_url(runner)
+        client = zoom_client(session, base + "/v2", base + "/oauth/token")
+        assert [m.id for m in await client.live_meetings("meeting")] == ["1"]
+    finally:
+        await runner.cleanup()
+    today = datetime.now(UTC).date()
+    assert seen == [
+        {
+            "type": "live",
+            "from": (today - timedelta(days=1)).isoformat(),
+            "to": today.isoformat(),
+            "page_size": "300",
+        }
+    ]
