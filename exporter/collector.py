@@ -206,6 +206,7 @@ class ExporterCollector:
         build = InfoMetricFamily("zoom_exporter_build", "Exporter build information; always 1.")
         build.add_metric([], {"version": __version__, "pythonversion": platform.python_version()})
         yield build
+        yield from snap.process
 
 
 def registry_for(snapshot: Snapshot) -> CollectorRegistry:

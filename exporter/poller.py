@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from prometheus_client import ProcessCollector
+
 from exporter.client import Kind, ZoomAPIError, ZoomAuthError, ZoomClient, ZoomError
 from exporter.exposition import Exposition
 from exporter.models import LiveMeeting
@@ -127,6 +129,7 @@ class Poller:
         self._last_good: dict[tuple[str, str], MeetingReading] = {}
         self._last_success: float | None = None
         self._cycles = 0
+        self._process = ProcessCollector(registry=None)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Run cycles every `interval` seconds (start to start) until `stop` is set."""
@@ -164,6 +167,7 @@ class Poller:
                 created_at=now,
                 complete_cycles=self._cycles,
                 errors=tuple(outcome.errors),
+                process=tuple(self._process.collect()),
             )
             await self._store.publish(snapshot)
             for error in outcome.errors:

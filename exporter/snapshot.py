@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from prometheus_client.core import Metric
+
 from exporter import units
 from exporter.models import Participant, QosSample, StreamQos
 
@@ -89,6 +91,8 @@ class Snapshot:
     created_at: float = 0.0
     complete_cycles: int = 0
     errors: tuple[str, ...] = field(default=())
+    # The exporter process's own families (process_cpu_seconds_total, ...), read by the poller.
+    process: tuple[Metric, ...] = ()
 
 
 def _epoch(value: datetime | None) -> float | None:

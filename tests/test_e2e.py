@@ -36,6 +36,10 @@ def test_demo_serves_seed_participant_in_base_units(demo_exporter: Exporter) -> 
         == 1280
     )
     assert "zoom_up 1.0" in text
+    rss = next(
+        line for line in text.splitlines() if line.startswith("process_resident_memory_bytes")
+    )
+    assert float(rss.split()[1]) > 10 * 2**20
     assert 'zoom_meetings{kind="webinar"}' in text
     assert "NaN" not in text
 
