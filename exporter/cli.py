@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     values = vars(args)
-    out = {field: values[flag] for flag, field in _FLAG_FIELDS.items() if values.get(flag)}
+    out = {
+        field: values[flag] for flag, field in _FLAG_FIELDS.items() if values.get(flag) is not None
+    }
     if values.get("demo"):
         out["demo"] = True
     return out

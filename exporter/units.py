@@ -58,15 +58,14 @@ def _split(value: object) -> tuple[float, str] | None:
     return number, unit
 
 
-def _scaled(
-    value: object, table: dict[str, float], *, allow_negative: bool = False
-) -> float | None:
+def _scaled(value: object, table: dict[str, float]) -> float | None:
+    """A non-negative number times its unit's factor; None for an unknown unit."""
     parts = _split(value)
     if parts is None:
         return None
     number, unit = parts
     factor = table.get(unit)
-    if factor is None or (number < 0 and not allow_negative):
+    if factor is None or number < 0:
         return None
     return number * factor
 

@@ -133,8 +133,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def test_cli_invalid_setting_exits_2_with_one_line() -> None:
-    result = run_cli("--demo", "--poll.interval", "0.1")
+@pytest.mark.parametrize("interval", ["0.1", "0"])
+def test_cli_invalid_setting_exits_2_with_one_line(interval: str) -> None:
+    result = run_cli("--demo", "--poll.interval", interval)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
