@@ -203,10 +203,10 @@ class Poller:
 
     async def _poll(self, target: MeetingTarget, outcome: CycleOutcome) -> MeetingReading | None:
         key = (target.kind, target.meeting_id)
-        if outcome.auth_failed:
-            return self._stale(key)
         where = f"{target.kind} {target.meeting_id}"
         async with self._semaphore:
+            if outcome.auth_failed:  # no token this cycle: spare Zoom the calls
+                return self._stale(key)
             try:
                 participants = await self._client.participants_qos(target.kind, target.api_id)
             except ZoomAPIError as error:

@@ -129,6 +129,21 @@ async def test_wrong_credentials_mean_down_not_crash(sim: Simulator, clock: Fake
     assert all("wrong" not in e for e in snapshot.errors)
 
 
+async def test_refused_credentials_are_not_retried_for_every_meeting(
+    sim: Simulator, clock: FakeClock
+) -> None:
+    ids = [str(90000000000 + i) for i in range(12)]
+    async with aiohttp.ClientSession() as session:
+        bad = zoom_client(session, sim.api_url, sim.oauth_url, secret="wrong")
+        poller, _ = make_poller(
+            bad, clock, configured=configured_targets(ids, []), discovery=False, concurrency=2
+        )
+        snapshot = await poller.run_cycle()
+    assert not snapshot.up
+    assert sim.stats["oauth_token"] <= 2  # at most one try per concurrent slot, not 12
+    assert sim.stats["total"] == sim.stats["oauth_token"]
+
+
 async def test_cycles_never_overlap(sim: Simulator, client: ZoomClient, clock: FakeClock) -> None:
     poller, _ = make_poller(client, clock)
     single = await poller.run_cycle()
