@@ -2,6 +2,7 @@
 
 from exporter.simulator.app import create_app
 from exporter.simulator.faults import Fault, Faults
+from exporter.simulator.limits import RateLimits
 from exporter.simulator.scenario import (
     SEED_MEETING_ID,
     SEED_MEETING_TOPIC,
@@ -23,6 +24,7 @@ __all__ = [
     "SLASH_MEETING_UUID",
     "Fault",
     "Faults",
+    "RateLimits",
     "Scenario",
     "Simulator",
     "create_app",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import secrets
@@ -12,7 +13,8 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from exporter.simulator.faults import DAILY_MESSAGE, Faults
+from exporter.simulator.faults import DAILY_MESSAGE, QPS_MESSAGE, REQUEST_TIME, Fault, Faults
+from exporter.simulator.limits import HEAVY, RESOURCE_INTENSIVE, WINDOW_SECONDS, RateLimits, Window
 from exporter.simulator.scenario import Meeting, Scenario
 from exporter.simulator.timefmt import day
 
@@ -123,8 +125,14 @@ class Quota:
         return True
 
     def remaining(self, now: float) -> int:
+        """Requests left today."""
         self._roll(now)
         return max(0, self.limit - self.used)
+
+    def used_today(self, now: float) -> int:
+        """Requests counted against today's cap."""
+        self._roll(now)
+        return self.used
 
 
 @dataclass
@@ -143,15 +151,49 @@ class Stats:
         self.counts = dict.fromkeys(ENDPOINTS, 0)
 
 
+def _windows() -> dict[str, Window]:
+    return {category: Window(seconds) for category, seconds in WINDOW_SECONDS.items()}
+
+
 @dataclass
 class State:
+    """Everything the app keeps between requests."""
+
     scenario: Scenario
     faults: Faults
     credentials: Credentials
     quota: Quota
+    limits: RateLimits = field(default_factory=RateLimits)
     stats: Stats = field(default_factory=Stats)
     tokens: Tokens = field(default_factory=Tokens)
     pages: PageTokens = field(default_factory=PageTokens)
+    # accepted requests per rate-limit category, in that category's sliding window
+    windows: dict[str, Window] = field(default_factory=_windows)
+    # 429s produced by the simulator's own enforcement, by X-RateLimit-Type
+    limit_hits: dict[str, int] = field(default_factory=lambda: {"QPS": 0, "Daily-limit": 0})
+    # requests currently held by a fault (e.g. a timeout), cancelled when the app shuts down
+    held: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def client_secret(self) -> str:
+        """The secret the token endpoint accepts now (see Faults.change_credentials)."""
+        changed = self.faults.client_secret
+        return self.credentials.client_secret if changed is None else changed
+
+    def peak_rate(self, category: str) -> int:
+        """The most accepted requests of `category` seen in any one of its windows."""
+        if category not in self.windows:
+            raise ValueError(f"unknown rate-limit category {category!r}")
+        return self.windows[category].peak
+
+    def limits_report(self, now: float) -> JsonDict:
+        """What `GET /_sim/limits` answers."""
+        return {
+            "limit_hits": dict(self.limit_hits),
+            "quota_used": self.quota.used_today(now),
+            "quota_remaining": self.quota.remaining(now),
+            "peak": {category: window.peak for category, window in self.windows.items()},
+        }
 
 
 STATE: Final = web.AppKey("simulator_state", State)
@@ -166,11 +208,11 @@ def _now(request: web.Request) -> float:
     return _state(request).scenario.now()
 
 
-# ----- the gateway: stats, faults, bearer auth, quota and rate-limit headers -----
+# ----- the gateway: stats, faults, bearer auth, rate limits, quota and rate-limit headers -----
 
 
 def _category(endpoint: str) -> str:
-    return "Resource-intensive" if endpoint in _DISCOVERY else "Heavy"
+    return RESOURCE_INTENSIVE if endpoint in _DISCOVERY else HEAVY
 
 
 def _bearer(request: web.Request) -> str:
@@ -178,11 +220,30 @@ def _bearer(request: web.Request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def _daily_limited(state: State, now: float) -> web.Response:
-    response = zoom_error(429, 429, DAILY_MESSAGE)
-    response.headers["X-RateLimit-Type"] = "Daily-limit"
-    response.headers["Retry-After"] = str(math.ceil(86400 - now % 86400))
+def _limited(limit_type: str, message: str, retry_after: int) -> web.Response:
+    response = zoom_error(429, 429, message)
+    response.headers["X-RateLimit-Type"] = limit_type
+    response.headers["Retry-After"] = str(retry_after)
     return response
+
+
+def _admit(state: State, endpoint: str, now: float) -> web.Response | None:
+    """Zoom's rate limiting: a 429 for a request over a limit, or None to let it through.
+
+    The per-second (per-minute) window is checked first, then the daily quota; only a request
+    that passes both is counted, in its window and against the quota.
+    """
+    category = _category(endpoint)
+    window = state.windows[category]
+    wait = window.wait(now, state.limits.limit(category))
+    if wait is not None:
+        state.limit_hits["QPS"] += 1
+        return _limited("QPS", QPS_MESSAGE, wait)
+    if not state.quota.consume(now):
+        state.limit_hits["Daily-limit"] += 1
+        return _limited("Daily-limit", DAILY_MESSAGE, math.ceil(86400 - now % 86400))
+    window.record(now)
+    return None
 
 
 def _with_limits(response: web.StreamResponse, state: State, endpoint: str, now: float) -> None:
@@ -192,28 +253,56 @@ def _with_limits(response: web.StreamResponse, state: State, endpoint: str, now:
         response.headers["X-RateLimit-Remaining"] = str(state.quota.remaining(now))
 
 
+def _strip_limits(response: web.StreamResponse, state: State) -> web.StreamResponse:
+    """Drop every X-RateLimit-* header while Faults.rate_limit_headers(False) is in force."""
+    if not state.faults.send_rate_limit_headers and not response.prepared:
+        for name in [h for h in response.headers if h.lower().startswith("x-ratelimit-")]:
+            del response.headers[name]
+    return response
+
+
+async def _held(state: State, fault: Fault, request: web.Request) -> web.StreamResponse | None:
+    """Run a fault's response, cancellably: the app's shutdown cancels requests still held."""
+    task = asyncio.current_task()
+    if task is None:
+        return await fault.respond(request)
+    state.held.add(task)
+    try:
+        return await fault.respond(request)
+    finally:
+        state.held.discard(task)
+
+
 @web.middleware
 async def gateway(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """What Zoom's API gateway does before and after each endpoint."""
+    """What Zoom's API gateway does before and after each endpoint.
+
+    In order: count the request, apply a pending fault, check the bearer token (401/124),
+    the per-second or per-minute limit (429 QPS), the daily quota (429 Daily-limit), then the
+    endpoint; the answer gets the X-RateLimit-* headers (unless rate_limit_headers(False)).
+    """
     endpoint = request.match_info.route.name
     if endpoint not in ENDPOINTS:
         return await handler(request)
     state = _state(request)
     state.stats.hit(endpoint)
-    fault = state.faults.take(endpoint)
+    request[REQUEST_TIME] = now = _now(request)
+    fault = state.faults.take(endpoint, now)
+    response = None if fault is None else await _held(state, fault, request)
     if endpoint == "oauth_token":
-        return await fault.respond(request) if fault else await handler(request)
-    now = _now(request)
-    if fault is not None:
-        response = await fault.respond(request)
-    elif not state.tokens.valid(_bearer(request), now, state.faults.token_generation):
-        return zoom_error(401, 124, "Invalid access token.")
-    elif not state.quota.consume(now):
-        response = _daily_limited(state, now)
-    else:
-        response = await handler(request)
+        if response is None:
+            response = await handler(request)
+        return _strip_limits(response, state)
+    if response is None:
+        if fault is not None:
+            now = _now(request)  # the fault held the request: read the clock again
+        if not state.tokens.valid(_bearer(request), now, state.faults.token_generation):
+            return _strip_limits(zoom_error(401, 124, "Invalid access token."), state)
+        response = _admit(state, endpoint, now)
+        if response is None:
+            response = await handler(request)
     _with_limits(response, state, endpoint, now)
-    return response
+    return _strip_limits(response, state)
 
 
 # ----- OAuth -----
@@ -244,7 +333,7 @@ async def oauth_token(request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {"reason": "Invalid client_id or client_secret", "error": "invalid_client"}, status=401
         )
-    if client != (creds.client_id, creds.client_secret):
+    if client != (creds.client_id, state.client_secret):
         return web.json_response(
             {"reason": "Invalid client_id or client_secret", "error": "invalid_client"}, status=400
         )
@@ -449,6 +538,29 @@ async def reset_stats(request: web.Request) -> web.StreamResponse:
     return web.json_response(stats.snapshot())
 
 
+async def get_scenario(request: web.Request) -> web.StreamResponse:
+    """GET /_sim/scenario: the scenario time, the live meetings and who is present."""
+    scenario, now = _state(request).scenario, _now(request)
+    meetings = [
+        {
+            "kind": kind,
+            "id": meeting.id,
+            "uuid": meeting.uuid,
+            "topic": meeting.topic,
+            "participants": scenario.render_meeting(meeting, now)["participants"],
+        }
+        for kind in ("meeting", "webinar")
+        for meeting in scenario.meetings(kind, now)
+    ]
+    total = sum(int(m["participants"]) for m in meetings)
+    return web.json_response({"time": now, "meetings": meetings, "participants": total})
+
+
+async def get_limits(request: web.Request) -> web.StreamResponse:
+    """GET /_sim/limits: enforced 429s, today's quota and the peak request rates."""
+    return web.json_response(_state(request).limits_report(_now(request)))
+
+
 def _routes(app: web.Application) -> None:
     router = app.router
     router.add_post("/oauth/token", oauth_token, name="oauth_token")
@@ -471,6 +583,14 @@ def _routes(app: web.Application) -> None:
     router.add_get("/_sim/stats", get_stats)
     router.add_delete("/_sim/stats", reset_stats)
     router.add_post("/_sim/stats/reset", reset_stats)
+    router.add_get("/_sim/scenario", get_scenario)
+    router.add_get("/_sim/limits", get_limits)
+
+
+async def _release_held(app: web.Application) -> None:
+    """On shutdown, cancel the requests a fault still holds (so stopping does not wait)."""
+    for task in list(app[STATE].held):
+        task.cancel()
 
 
 def create_app(
@@ -480,17 +600,27 @@ def create_app(
     client_id: str = "demo-client",
     client_secret: str = "demo-secret",
     account_id: str = "demo-account",
-    daily_limit: int = DEFAULT_DAILY_LIMIT,
+    daily_limit: int | None = None,
+    rate_limits: RateLimits | None = None,
 ) -> web.Application:
-    """The simulator as an aiohttp Application (for pytest-aiohttp or an AppRunner)."""
+    """The simulator as an aiohttp Application (for pytest-aiohttp or an AppRunner).
+
+    `rate_limits` turns on Zoom's per-second/per-minute enforcement (None: none). The daily cap
+    is `daily_limit`, else `rate_limits.daily`, else 30,000.
+    """
+    limits = rate_limits if rate_limits is not None else RateLimits()
+    if daily_limit is None:
+        daily_limit = limits.daily if limits.daily is not None else DEFAULT_DAILY_LIMIT
     app = web.Application(middlewares=[gateway])
     app[STATE] = State(
         scenario=scenario,
         faults=faults if faults is not None else Faults(),
         credentials=Credentials(client_id, client_secret, account_id),
         quota=Quota(limit=daily_limit),
+        limits=limits,
     )
     _routes(app)
+    app.on_shutdown.append(_release_held)
     return app
 
 

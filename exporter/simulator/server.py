@@ -6,13 +6,19 @@ from types import TracebackType
 
 from aiohttp import web
 
-from exporter.simulator.app import DEFAULT_DAILY_LIMIT, app_state, create_app
+from exporter.simulator.app import app_state, create_app
 from exporter.simulator.faults import Faults
+from exporter.simulator.limits import RateLimits
 from exporter.simulator.scenario import Scenario
 
 
 class Simulator:
-    """Serve a Scenario as Zoom's API. Use `async with sim:` or `start()`/`stop()`."""
+    """Serve a Scenario as Zoom's API. Use `async with sim:` or `start()`/`stop()`.
+
+    `rate_limits` (e.g. `RateLimits.PRO`) enforces Zoom's per-second and per-minute limits on the
+    scenario clock; None (the default) enforces only the daily cap. The daily cap is
+    `daily_limit`, else `rate_limits.daily`, else 30,000.
+    """
 
     def __init__(
         self,
@@ -23,12 +29,12 @@ class Simulator:
         account_id: str = "demo-account",
         host: str = "127.0.0.1",
         port: int = 0,
-        daily_limit: int = DEFAULT_DAILY_LIMIT,
+        daily_limit: int | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.scenario = scenario if scenario is not None else Scenario()
         self.faults = Faults()
         self.client_id = client_id
-        self.client_secret = client_secret
         self.account_id = account_id
         self.host = host
         self.port = port
@@ -39,6 +45,7 @@ class Simulator:
             client_secret=client_secret,
             account_id=account_id,
             daily_limit=daily_limit,
+            rate_limits=rate_limits,
         )
         self._runner: web.AppRunner | None = None
 
@@ -95,4 +102,48 @@ class Simulator:
         return app_state(self.app).stats.snapshot()
 
     def reset_stats(self) -> None:
+        """Zero the request counts of `stats`."""
         app_state(self.app).stats.reset()
+
+    @property
+    def client_secret(self) -> str:
+        """The client secret the token endpoint accepts now (after any change_credentials)."""
+        return app_state(self.app).client_secret
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The per-category limits being enforced (all None when enforcement is off)."""
+        return app_state(self.app).limits
+
+    @property
+    def daily_limit(self) -> int:
+        """The daily request cap."""
+        return app_state(self.app).quota.limit
+
+    @property
+    def limit_hits(self) -> dict[str, int]:
+        """429s the simulator's own enforcement answered, by type: {"QPS": n, "Daily-limit": m}.
+
+        Injected rate_limit faults are not counted.
+        """
+        return dict(app_state(self.app).limit_hits)
+
+    @property
+    def quota_used(self) -> int:
+        """Requests counted against today's (scenario clock, UTC) daily cap."""
+        state = app_state(self.app)
+        return state.quota.used_today(self.scenario.now())
+
+    @property
+    def quota_remaining(self) -> int:
+        """Requests left under today's daily cap."""
+        state = app_state(self.app)
+        return state.quota.remaining(self.scenario.now())
+
+    def peak_rate(self, category: str) -> int:
+        """The most accepted requests of `category` in any one window of it.
+
+        "Heavy" counts per 1 s, "Resource-intensive" per 60 s (scenario clock); tracked whether
+        or not limits are enforced, so a test can show a client stayed under a limit.
+        """
+        return app_state(self.app).peak_rate(category)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 
 def iso(epoch: float) -> str:
@@ -19,3 +20,8 @@ def hms(seconds: float) -> str:
     """A duration as "HH:MM:SS"."""
     total = max(0, int(seconds))
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def http_date(epoch: float) -> str:
+    """Epoch seconds as an RFC 7231 IMF-fixdate, e.g. "Sun, 06 Nov 1994 08:49:37 GMT"."""
+    return format_datetime(datetime.fromtimestamp(epoch, UTC), usegmt=True)
