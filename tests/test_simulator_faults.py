@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from conftest import FakeClock, simulator
-from exporter.simulator import SEED_MEETING_ID, RateLimits, Scenario, Simulator
+from exporter.simulator import SEED_MEETING_ID, RateLimits, ScaledClock, Scenario, Simulator
 from exporter.simulator.app import app_state
 from exporter.simulator.faults import QPS_MESSAGE
 
@@ -473,3 +473,25 @@ async def test_new_faults_are_listed_and_validated(
     ):
         assert (await post_fault(http, sim, bad))[0] == 400, bad
     assert len(sim.faults.pending()) == 5
+
+
+# ----- ScaledClock -----
+
+
+def test_scaled_clock_runs_speed_times_faster() -> None:
+    ticks = iter([100.0, 100.5, 103.0])
+    clock = ScaledClock(60, start=1_000.0, monotonic=lambda: next(ticks))
+    assert clock() == 1_030.0 and clock() == 1_180.0
+
+    before = time.monotonic()
+    real = ScaledClock(1_000.0, start=5_000.0)
+    after = time.monotonic()
+    time.sleep(0.02)  # real time has to pass: that is what is measured
+    low = time.monotonic()
+    reading = real()
+    high = time.monotonic()
+    assert 5_000 + 1_000 * (low - after) <= reading <= 5_000 + 1_000 * (high - before)
+
+    assert abs(ScaledClock(1.0)() - time.time()) < 1
+    with pytest.raises(ValueError):
+        ScaledClock(0)

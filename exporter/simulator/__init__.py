@@ -1,6 +1,7 @@
 """A Zoom Dashboard QoS API simulator over real HTTP, for `--demo` mode and the tests."""
 
 from exporter.simulator.app import create_app
+from exporter.simulator.clock import ScaledClock
 from exporter.simulator.faults import Fault, Faults
 from exporter.simulator.limits import RateLimits
 from exporter.simulator.scenario import (
@@ -25,6 +26,7 @@ __all__ = [
     "Fault",
     "Faults",
     "RateLimits",
+    "ScaledClock",
     "Scenario",
     "Simulator",
     "create_app",
