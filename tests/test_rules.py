@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from conftest import ROOT, require_binary
+from conftest import ROOT, free_port, http_get, require_binary, start_daemon, stop_process, wait_for
 
 PROM_DIR = ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted(PROM_DIR.glob("*.rules.yml"))
@@ -20,9 +23,14 @@ RUNBOOK_URL = "https://github.com/zoom-qos-exporter/zoom-qos-exporter/blob/main/
 EXPECTED_ALERTS = {
     "ZoomExporterDown",
     "ZoomApiUnreachable",
+    "ZoomCredentialsRejected",
+    "ZoomDailyLimitReached",
+    "ZoomDailyBudgetExhausted",
     "ZoomDataStale",
     "ZoomApiRateLimited",
     "ZoomDailyBudgetNearlySpent",
+    "ZoomMeetingsDeferred",
+    "ZoomExporterConfigReloadFailed",
     "ZoomParticipantPoorAudio",
     "ZoomParticipantPoorVideo",
     "ZoomMeetingDegraded",
@@ -146,3 +154,106 @@ def test_alertmanager_routes_by_severity(tmp_path: Path) -> None:
             f"severity={severity}",
             "alertname=ZoomSomething",
         )
+
+
+def test_states_with_an_alert_of_their_own_do_not_raise_zoom_api_unreachable() -> None:
+    """zoom_up is 0 in every state that stops polling: ZoomApiUnreachable leaves out exactly
+    the states that another alert names."""
+    exprs = {a["alert"]: str(a["expr"]) for a in alerts()}
+    own = {
+        state
+        for expr in exprs.values()
+        for state in re.findall(r'zoom_exporter_state\{state="(\w+)"\}', expr)
+    }
+    assert own == {"auth_failed", "daily_limit", "budget_exhausted"}
+    (left_out,) = re.findall(
+        r'zoom_exporter_state\{state=~"([\w|]+)"\}', exprs["ZoomApiUnreachable"]
+    )
+    assert set(left_out.split("|")) == own
+    assert "unless on (job, instance)" in exprs["ZoomApiUnreachable"]
+
+
+def test_inhibit_rules_name_real_alerts() -> None:
+    """Every alert name (or pattern) an inhibition matches exists: a renamed alert must not
+    leave an inhibition that silently matches nothing."""
+    names = {a["alert"] for a in alerts()}
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    checked = 0
+    for rule in config["inhibit_rules"]:
+        for key in ("source_matchers", "target_matchers"):
+            for matcher in rule[key]:
+                match = re.fullmatch(r'alertname(=~|=)"(.*)"', matcher)
+                if not match:
+                    continue
+                op, value = match.groups()
+                for pattern in value.split("|") if op == "=~" else [re.escape(value)]:
+                    assert any(re.fullmatch(pattern, n) for n in names), (key, pattern)
+                    checked += 1
+    assert checked >= 20
+
+
+def post_alerts(url: str, alerts: list[dict[str, str]]) -> None:
+    body = json.dumps([{"labels": labels} for labels in alerts]).encode()
+    request = urllib.request.Request(
+        url + "/api/v2/alerts", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def test_alertmanager_inhibitions(tmp_path: Path) -> None:
+    """A real Alertmanager with our config: which alerts the pausing states hold back."""
+    binary = shutil.which("prometheus-alertmanager") or require_binary("alertmanager")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        binary,
+        f"--config.file={ALERTMANAGER}",
+        f"--storage.path={tmp_path / 'am-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    process, _ = start_daemon(tmp_path, "alertmanager", argv, url)
+    a = {"job": "zoom", "instance": "a:9924"}  # Zoom's daily limit is spent
+    b = {"job": "zoom", "instance": "b:9924"}  # credentials rejected
+    c = {"job": "zoom", "instance": "c:9924"}  # healthy
+    meeting = {"kind": "meeting", "meeting_id": "111"}
+    sent = {
+        "limit": {"alertname": "ZoomDailyLimitReached", "severity": "critical", **a},
+        "stale a": {"alertname": "ZoomDataStale", "severity": "warning", **a},
+        "nearly spent a": {"alertname": "ZoomDailyBudgetNearlySpent", "severity": "warning", **a},
+        "reload a": {"alertname": "ZoomExporterConfigReloadFailed", "severity": "warning", **a},
+        "rejected": {"alertname": "ZoomCredentialsRejected", "severity": "critical", **b},
+        "deferred b": {"alertname": "ZoomMeetingsDeferred", "severity": "info", **b},
+        "stale c": {"alertname": "ZoomDataStale", "severity": "warning", **c, **meeting},
+        "deferred c": {"alertname": "ZoomMeetingsDeferred", "severity": "info", **c},
+        "poor audio": {
+            "alertname": "ZoomParticipantPoorAudio",
+            "severity": "info",
+            "participant_id": "p1",
+            **meeting,
+        },
+    }
+    expected_suppressed = {"stale a", "nearly spent a", "deferred b", "poor audio"}
+    try:
+        post_alerts(url, list(sent.values()))
+
+        def states() -> dict[str, str]:
+            status, _, body = http_get(url + "/api/v2/alerts")
+            assert status == 200
+            by_labels = {
+                json.dumps(alert["labels"], sort_keys=True): alert["status"]["state"]
+                for alert in json.loads(body)
+            }
+            return {
+                key: by_labels.get(json.dumps(labels, sort_keys=True), "missing")
+                for key, labels in sent.items()
+            }
+
+        want = {k: "suppressed" if k in expected_suppressed else "active" for k in sent}
+        try:
+            wait_for(lambda: states() == want, timeout=15, interval=0.2, what="inhibitions")
+        except AssertionError:
+            assert states() == want
+    finally:
+        stop_process(process)
