@@ -217,6 +217,82 @@ def test_worst_participant_tables_show_user_names() -> None:
         assert target["instant"] and target["format"] == "table"
 
 
+def test_panels_do_not_overlap() -> None:
+    for path in DASHBOARDS:
+        taken: dict[tuple[int, int], str] = {}
+        for panel in load(path)["panels"]:  # a collapsed row's panels lay out when expanded
+            grid = panel["gridPos"]
+            for x in range(grid["x"], grid["x"] + grid["w"]):
+                for y in range(grid["y"], grid["y"] + grid["h"]):
+                    other = taken.setdefault((x, y), panel["title"])
+                    assert other == panel["title"], f"{path.name}: {other!r} / {panel['title']!r}"
+
+
+HEALTH = ROOT / "grafana" / "dashboards" / "zoom-exporter-health.json"
+# The exporter's states (zoom_exporter_state{state}), and its rate-limit and planner metrics.
+EXPORTER_STATES = {
+    "ok",
+    "degraded",
+    "unreachable",
+    "auth_failed",
+    "token_unavailable",
+    "daily_limit",
+    "budget_exhausted",
+}
+HEALTH_METRICS = {
+    "zoom_exporter_state",
+    "zoom_exporter_poll_interval_seconds",
+    "zoom_exporter_daily_budget",
+    "zoom_exporter_daily_budget_remaining",
+    "zoom_exporter_daily_budget_reset_timestamp_seconds",
+    "zoom_exporter_last_cycle_requests",
+    "zoom_exporter_last_cycle_planned_requests",
+    "zoom_exporter_meetings_deferred",
+    "zoom_exporter_paused_until_timestamp_seconds",
+    "zoom_exporter_config_last_reload_successful",
+    "zoom_exporter_config_last_reload_success_timestamp_seconds",
+    "zoom_exporter_asyncio_tasks",
+    "zoom_api_rate_limited_total",
+    "zoom_api_retries_total",
+}
+
+
+def test_exporter_health_shows_the_rate_limit_metrics() -> None:
+    used = {m for _, expr in exprs(load(HEALTH)) for m in re.findall(r"\b[a-z_:]+(?=\{)", expr)}
+    assert not HEALTH_METRICS - used, HEALTH_METRICS - used
+
+
+def test_exporter_state_panels_map_every_state() -> None:
+    """The state panels turn zoom_exporter_state into one number per exporter; the value
+    mappings must name exactly the state behind each number."""
+    panels = [
+        p
+        for p in query_panels(load(HEALTH))
+        if any("zoom_exporter_state" in t["expr"] for t in p["targets"])
+    ]
+    assert {p["type"] for p in panels} == {"stat", "state-timeline"}
+    for panel in panels:
+        (target,) = panel["targets"]
+        codes = {
+            int(code): state
+            for state, code in re.findall(
+                r'state="(\w+)"\}\s*==\s*1\)\s*\*\s*(\d+)', target["expr"]
+            )
+        }
+        assert set(codes.values()) == EXPORTER_STATES, panel["title"]
+        (mapping,) = panel["fieldConfig"]["defaults"]["mappings"]
+        texts = {int(v): o["text"].replace(" ", "_") for v, o in mapping["options"].items()}
+        assert texts == codes, panel["title"]
+
+
+def test_sparse_counters_fall_back_to_zero() -> None:
+    """zoom_api_rate_limited_total and zoom_api_retries_total have no series until the first
+    429 or retry: their panels show 0 instead of "No data" while the exporter is up."""
+    for title, expr in exprs(load(HEALTH)):
+        if re.search(r"zoom_api_(rate_limited|retries)_total", expr):
+            assert re.search(r"\bor on \(\)\s*label_replace\(0 \* max\(zoom_up\{", expr), title
+
+
 def test_provisioning() -> None:
     (datasource_file,) = (PROVISIONING / "datasources").glob("*.yml")
     datasources = yaml.safe_load(datasource_file.read_text())
