@@ -10,9 +10,9 @@ import asyncio
 import base64
 import json
 import logging
-import time
+import random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -21,7 +21,17 @@ import aiohttp
 from pydantic import SecretStr, ValidationError
 from yarl import URL
 
+from exporter.budget import DailyBudget
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.models import LiveMeeting, Participant
+from exporter.ratelimit import (
+    HEAVY,
+    RESOURCE_INTENSIVE,
+    Backoff,
+    RateLimiter,
+    parse_retry_after,
+    seconds_until_reset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +43,12 @@ QOS_PAGE_SIZE = 10  # Zoom's cap for the participant QoS lists
 DISCOVERY_PAGE_SIZE = 300
 TOKEN_REFRESH_MARGIN = 300.0  # renew this many seconds before the token expires
 MAX_PAGES = 10_000  # a guard against a server that never stops paginating
+MAX_RETRY_WAIT = 30.0  # a 429 asking for a longer wait fails the call instead of holding it
+DEFAULT_BACKOFF = Backoff(base=0.5, cap=30.0)  # retries of 5xx, timeouts, resets, bad bodies
+TOKEN_BACKOFF = Backoff(base=2.0, cap=120.0)  # the token endpoint is down or unreachable
+CREDENTIALS_BACKOFF = Backoff(base=30.0, cap=300.0)  # Zoom refused the credentials
+OAUTH_ENDPOINT = "oauth_token"
+DISCOVERY_ENDPOINTS = frozenset({"list_meetings", "list_webinars"})
 
 ZOOM_CODE_INVALID_TOKEN = 124
 ZOOM_CODE_PAGE_TOKEN = 300
@@ -45,6 +61,7 @@ class ZoomError(Exception):
     def __init__(self, endpoint: str, message: str) -> None:
         super().__init__(f"{endpoint}: {message}")
         self.endpoint = endpoint
+        self.detail = message
 
 
 class ZoomAPIError(ZoomError):
@@ -63,12 +80,59 @@ class ZoomAPIError(ZoomError):
         return self.status == 404 and self.code == ZOOM_CODE_NOT_FOUND
 
 
-class ZoomAuthError(ZoomError):
+class ZoomRateLimitError(ZoomAPIError):
+    """HTTP 429 that retries did not get past; `limit_type` is X-RateLimit-Type."""
+
+    def __init__(self, endpoint: str, limit_type: str, message: str) -> None:
+        super().__init__(endpoint, 429, None, message or f"rate limited ({limit_type})")
+        self.limit_type = limit_type
+
+
+class ZoomPausedError(ZoomError):
+    """No call was made: calls are paused until `until` (epoch seconds)."""
+
+    reason = "paused"
+
+    def __init__(self, endpoint: str, until: float, why: str) -> None:
+        when = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        super().__init__(endpoint, f"{why}; calls paused until {when}")
+        self.until = until
+        self.why = why
+
+
+class ZoomDailyLimitError(ZoomPausedError):
+    """Zoom answered 429 Daily-limit: the account's daily cap is spent until the reset."""
+
+    reason = "daily_limit"
+
+
+class ZoomBudgetExhaustedError(ZoomPausedError):
+    """This exporter's own daily request budget is spent until the reset."""
+
+    reason = "budget_exhausted"
+
+
+class ZoomTokenError(ZoomError):
+    """No access token: nothing can be called until one is obtained."""
+
+
+class ZoomAuthError(ZoomTokenError):
     """The token endpoint refused the credentials."""
 
 
+class ZoomTokenUnavailableError(ZoomTokenError):
+    """The token endpoint is down, slow, or answered nonsense; retried with backoff."""
+
+
 class ZoomTransportError(ZoomError):
-    """No usable answer: timeout, connection failure, or a body that is not the JSON we expect."""
+    """No usable answer: timeout, connection failure, or a body that is not the JSON we expect.
+
+    `reason` is "timeout", "connection" or "malformed" (the label of zoom_api_retries_total).
+    """
+
+    def __init__(self, endpoint: str, message: str, reason: str = "malformed") -> None:
+        super().__init__(endpoint, message)
+        self.reason = reason
 
 
 def encode_meeting_id(meeting_id: str) -> str:
@@ -84,23 +148,42 @@ def endpoint_name(kind: Kind, what: str) -> str:
     return f"{kind}_{what}"
 
 
-class RequestCounter:
-    """Counts API calls by endpoint and status code (or "error" when there was no answer)."""
+def category_of(endpoint: str) -> str:
+    """Zoom's rate-limit category of an endpoint: discovery lists are Resource-intensive."""
+    return RESOURCE_INTENSIVE if endpoint in DISCOVERY_ENDPOINTS else HEAVY
+
+
+class Tally:
+    """A counter by a pair of label values, e.g. (endpoint, code); read as sorted triples."""
 
     def __init__(self) -> None:
         self._counts: Counter[tuple[str, str]] = Counter()
 
-    def add(self, endpoint: str, code: str) -> None:
-        self._counts[(endpoint, code)] += 1
+    def add(self, first: str, second: str) -> None:
+        self._counts[(first, second)] += 1
 
     def snapshot(self) -> tuple[tuple[str, str, int], ...]:
-        return tuple((e, c, n) for (e, c), n in sorted(self._counts.items()))
+        return tuple((a, b, n) for (a, b), n in sorted(self._counts.items()))
 
-    def total(self) -> int:
-        return sum(self._counts.values())
+    def total(self, *, excluding: str | None = None) -> int:
+        return sum(n for (first, _), n in self._counts.items() if first != excluding)
+
+
+RequestCounter = Tally  # zoom_api_requests_total{endpoint, code}
 
 
 class ZoomClient:
+    """Zoom's Dashboard QoS API, paced and budgeted, with bounded retries.
+
+    - `limiter` paces calls per rate-limit category (None: no pacing).
+    - `budget` counts every API call against the daily budget; at zero, calls stop until the
+      reset (None: no budget).
+    - 5xx answers, timeouts, dropped connections and bodies that are not JSON are retried up
+      to `max_retries` times with exponential backoff and jitter; a 429 QPS waits its
+      Retry-After (plus jitter) first; a 429 Daily-limit pauses every call until the reset.
+    - The token is renewed once on 401/124; a failing token endpoint is retried with backoff.
+    """
+
     def __init__(
         self,
         session: aiohttp.ClientSession,
@@ -111,7 +194,12 @@ class ZoomClient:
         client_id: str,
         client_secret: SecretStr,
         timeout: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
+        limiter: RateLimiter | None = None,
+        budget: DailyBudget | None = None,
+        max_retries: int = 3,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self._session = session
         self._api_url = api_url.rstrip("/")
@@ -121,111 +209,266 @@ class ZoomClient:
         self._basic_auth = SecretStr("Basic " + base64.b64encode(credentials).decode("ascii"))
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock
+        self.limiter = limiter
+        self.budget = budget
+        self._max_retries = max_retries
+        self._backoff = backoff
+        self._rng = rng
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = asyncio.Lock()
-        self.requests = RequestCounter()
+        self._token_failures = 0
+        self._token_retry_at = float("-inf")
+        self._token_error: ZoomTokenError | None = None
+        self.paused_until: float | None = None  # epoch; set by a 429 Daily-limit
+        self.requests = Tally()  # (endpoint, HTTP code or "error")
+        self.rate_limited = Tally()  # (category, type) of 429 answers
+        self.retries = Tally()  # (endpoint, reason)
 
     # -- OAuth -------------------------------------------------------------------------------
 
     async def _access_token(self) -> str:
         async with self._token_lock:
-            if self._token is None or self._clock() >= self._token_expires:
-                await self._fetch_token()
-            assert self._token is not None
-            return self._token
+            if self._token is not None and self._clock.monotonic() < self._token_expires:
+                return self._token
+            if self._token_error is not None and self._clock.monotonic() < self._token_retry_at:
+                raise type(self._token_error)(OAUTH_ENDPOINT, self._token_error.detail)
+            try:
+                token = await self._fetch_token()
+            except ZoomTokenError as error:
+                self._token_failed(error)
+                raise
+            if self._token_failures:
+                log.info("obtained an access token again after %d failures", self._token_failures)
+            self._token_failures, self._token_error = 0, None
+            return token
+
+    def _token_failed(self, error: ZoomTokenError) -> None:
+        policy = CREDENTIALS_BACKOFF if isinstance(error, ZoomAuthError) else TOKEN_BACKOFF
+        # At least half the exponential step: a refused secret is never retried in a tight loop.
+        step = min(policy.cap, policy.base * 2.0**self._token_failures)
+        delay = step / 2 + policy.delay(self._token_failures, self._rng) / 2
+        self._token_failures += 1
+        self._token_error = error
+        self._token_retry_at = self._clock.monotonic() + delay
+        log.error("%s; next token request in %.0f s", error, delay)
 
     def invalidate_token(self) -> None:
         self._token = None
 
-    async def _fetch_token(self) -> None:
+    async def _fetch_token(self) -> str:
         form = {"grant_type": "account_credentials", "account_id": self._account_id}
         headers = {"Authorization": self._basic_auth.get_secret_value()}
-        status, payload = await self._send(
-            "oauth_token", "POST", URL(self._oauth_url), data=form, headers=headers
-        )
+        try:
+            status, payload, _ = await self._send(
+                OAUTH_ENDPOINT, "POST", URL(self._oauth_url), data=form, headers=headers
+            )
+        except ZoomTransportError as error:
+            raise ZoomTokenUnavailableError(OAUTH_ENDPOINT, error.detail) from None
         if status != 200:
             reason = _field(payload, "reason") or _field(payload, "error") or "rejected"
             if status in (400, 401, 403):
                 raise ZoomAuthError(
-                    "oauth_token",
-                    f"HTTP {status}: {reason}; check ZOOM_EXPORTER_ACCOUNT_ID, "
-                    "ZOOM_EXPORTER_CLIENT_ID and ZOOM_EXPORTER_CLIENT_SECRET",
+                    OAUTH_ENDPOINT,
+                    f"Zoom refused the credentials (HTTP {status}: {reason}); check "
+                    "ZOOM_EXPORTER_ACCOUNT_ID, ZOOM_EXPORTER_CLIENT_ID and "
+                    "ZOOM_EXPORTER_CLIENT_SECRET",
                 )
-            raise ZoomAPIError("oauth_token", status, None, reason)
+            raise ZoomTokenUnavailableError(OAUTH_ENDPOINT, f"HTTP {status}: {reason}")
         token = payload.get("access_token")
         if not isinstance(token, str) or not token:
-            raise ZoomTransportError("oauth_token", "the answer has no access_token")
+            raise ZoomTokenUnavailableError(OAUTH_ENDPOINT, "the answer has no access_token")
         expires_in = payload.get("expires_in")
         lifetime = float(expires_in) if isinstance(expires_in, int | float) else 3600.0
         margin = min(TOKEN_REFRESH_MARGIN, lifetime / 10)
         self._token = token
-        self._token_expires = self._clock() + lifetime - margin
+        self._token_expires = self._clock.monotonic() + lifetime - margin
         log.debug("obtained an access token valid for %.0f s", lifetime)
+        return token
 
     # -- requests ----------------------------------------------------------------------------
 
     async def _send(
         self, endpoint: str, method: str, url: URL, **kwargs: Any
-    ) -> tuple[int, dict[str, Any]]:
-        """One HTTP call; returns (status, JSON object). Counts it, whatever happens."""
+    ) -> tuple[int, dict[str, Any], Mapping[str, str]]:
+        """One HTTP call; returns (status, JSON object, headers). Counts it, whatever happens."""
         try:
             async with self._session.request(
                 method, url, timeout=self._timeout, **kwargs
             ) as response:
                 raw = await response.read()
                 status = response.status
+                headers = response.headers
         except TimeoutError:
             self.requests.add(endpoint, "error")
-            raise ZoomTransportError(endpoint, "timed out") from None
+            raise ZoomTransportError(endpoint, "timed out", "timeout") from None
         except aiohttp.ClientError as error:
             self.requests.add(endpoint, "error")
-            raise ZoomTransportError(endpoint, f"{type(error).__name__}") from None
+            raise ZoomTransportError(endpoint, type(error).__name__, "connection") from None
         self.requests.add(endpoint, str(status))
         try:
             payload = json.loads(raw) if raw else {}
         except (ValueError, UnicodeDecodeError):
             if status >= 400:
-                return status, {}
+                return status, {}, headers
             raise ZoomTransportError(
                 endpoint, f"HTTP {status} with a body that is not JSON"
             ) from None
         if not isinstance(payload, dict):
             raise ZoomTransportError(endpoint, f"HTTP {status} with JSON that is not an object")
-        return status, payload
+        return status, payload, headers
 
-    async def _api_call(self, endpoint: str, url: URL) -> tuple[int, dict[str, Any]]:
-        token = await self._access_token()
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        return await self._send(endpoint, "GET", url, headers=headers)
+    def paused(self) -> ZoomPausedError | None:
+        """Why calls cannot go now (Zoom's daily cap, or our own budget), or None."""
+        now = self._clock.time()
+        if self.paused_until is not None:
+            if now < self.paused_until:
+                return ZoomDailyLimitError(
+                    "api", self.paused_until, "Zoom's daily request limit is reached"
+                )
+            log.info("the daily limit pause is over; polling resumes")
+            self.paused_until = None
+        if self.budget is not None and self.budget.remaining(now) <= 0:
+            return ZoomBudgetExhaustedError(
+                "api",
+                now + seconds_until_reset(now),
+                f"the daily request budget of {self.budget.budget} is spent",
+            )
+        return None
+
+    def _observe(self, headers: Mapping[str, str]) -> None:
+        remaining = headers.get("X-RateLimit-Remaining", "").strip()
+        if self.budget is not None and remaining.isdigit():
+            self.budget.observe(self._clock.time(), int(remaining))
+
+    async def _retry(self, endpoint: str, reason: str, attempt: int, wait: float | None) -> None:
+        self.retries.add(endpoint, reason)
+        delay = self._backoff.delay(attempt, self._rng) if wait is None else wait
+        log.debug("%s: retrying in %.2f s (%s)", endpoint, delay, reason)
+        await self._clock.sleep(delay)
+
+    async def _rate_limited(
+        self, endpoint: str, payload: dict[str, Any], headers: Mapping[str, str], attempt: int
+    ) -> float:
+        """Handle a 429; return how long to wait before a retry, or raise if there is none."""
+        category = headers.get("X-RateLimit-Category") or category_of(endpoint)
+        limit_type = headers.get("X-RateLimit-Type") or "unknown"
+        self.rate_limited.add(category, limit_type)
+        now = self._clock.time()
+        after = parse_retry_after(headers.get("Retry-After"), now)
+        if limit_type == "Daily-limit":
+            until = now + (after if after is not None else seconds_until_reset(now))
+            if self.paused_until is None or until > self.paused_until:
+                self.paused_until = until
+            error = ZoomDailyLimitError(endpoint, until, "Zoom's daily request limit is reached")
+            log.error("%s; the last data is kept and served meanwhile", error)
+            raise error
+        wait = (after if after is not None else self._backoff.delay(attempt, self._rng)) + (
+            self._rng() * self._backoff.base
+        )
+        if self.limiter is not None:
+            self.limiter.pause(category_of(endpoint), wait)
+        if attempt >= self._max_retries or wait > MAX_RETRY_WAIT:
+            raise ZoomRateLimitError(endpoint, limit_type, _field(payload, "message"))
+        return 0.0 if self.limiter is not None else wait  # the paused bucket does the waiting
 
     def _url(self, path: str, params: dict[str, str]) -> URL:
         return URL(self._api_url + path, encoded=True).update_query(params)
 
     async def get(self, endpoint: str, path: str, params: dict[str, str]) -> dict[str, Any]:
-        """GET an API path (already percent-encoded); renews the token once on 401/124."""
+        """GET an API path (already percent-encoded): paced, budgeted, retried when it helps."""
         url = self._url(path, params)
-        status, payload = await self._api_call(endpoint, url)
-        if status == 401 and _code(payload) == ZOOM_CODE_INVALID_TOKEN:
-            log.info("%s: access token rejected (code 124); renewing it once", endpoint)
-            self.invalidate_token()
-            status, payload = await self._api_call(endpoint, url)
-        if status >= 400:
-            raise ZoomAPIError(endpoint, status, _code(payload), _field(payload, "message"))
-        return payload
+        category = category_of(endpoint)
+        renewed = False
+        attempt = 0
+        while True:
+            paused = self.paused()
+            if paused is not None:
+                raise type(paused)(endpoint, paused.until, paused.why)
+            if self.limiter is not None:
+                await self.limiter.acquire(category)
+            token = await self._access_token()
+            if self.budget is not None:
+                self.budget.spend(self._clock.time())
+            headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+            try:
+                status, payload, answer = await self._send(endpoint, "GET", url, headers=headers)
+            except ZoomTransportError as error:
+                if attempt >= self._max_retries:
+                    raise
+                await self._retry(endpoint, error.reason, attempt, None)
+                attempt += 1
+                continue
+            self._observe(answer)
+            code = _code(payload)
+            if status == 401 and code == ZOOM_CODE_INVALID_TOKEN and not renewed:
+                log.info("%s: access token rejected (code 124); renewing it once", endpoint)
+                self.invalidate_token()
+                self.retries.add(endpoint, "token_renewed")
+                renewed = True
+                continue
+            if status == 429:
+                wait = await self._rate_limited(endpoint, payload, answer, attempt)
+                await self._retry(endpoint, "rate_limited", attempt, wait)
+                attempt += 1
+                continue
+            if status >= 500 and attempt < self._max_retries:
+                await self._retry(endpoint, "server_error", attempt, None)
+                attempt += 1
+                continue
+            if status >= 400:
+                raise ZoomAPIError(endpoint, status, code, _field(payload, "message"))
+            return payload
 
-    async def pages(
-        self, endpoint: str, path: str, params: dict[str, str], page_size: int
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Yield every page of a list endpoint, following `next_page_token`."""
+    async def collect(
+        self,
+        endpoint: str,
+        path: str,
+        params: dict[str, str],
+        page_size: int,
+        key: str,
+        model: type[M],
+    ) -> list[M]:
+        """Every item under `key` across all pages, following `next_page_token`.
+
+        A page token that expired mid-listing (code 300) restarts the listing once.
+        """
+        restarted = False
+        while True:
+            try:
+                return await self._all_pages(endpoint, path, params, page_size, key, model)
+            except _PageTokenExpired:
+                if restarted:
+                    raise ZoomAPIError(
+                        endpoint, 400, ZOOM_CODE_PAGE_TOKEN, "the next page token expired twice"
+                    ) from None
+                restarted = True
+                self.retries.add(endpoint, "page_token_expired")
+                log.info("%s: the next page token expired; listing again from the start", endpoint)
+
+    async def _all_pages(
+        self,
+        endpoint: str,
+        path: str,
+        params: dict[str, str],
+        page_size: int,
+        key: str,
+        model: type[M],
+    ) -> list[M]:
         query = {**params, "page_size": str(page_size)}
         seen: set[str] = set()
+        found: list[M] = []
         for _ in range(MAX_PAGES):
-            page = await self.get(endpoint, path, query)
-            yield page
+            try:
+                page = await self.get(endpoint, path, query)
+            except ZoomAPIError as error:
+                if error.code == ZOOM_CODE_PAGE_TOKEN and "next_page_token" in query:
+                    raise _PageTokenExpired from None
+                raise
+            found.extend(_validated(model, page.get(key), endpoint))
             token = page.get("next_page_token")
             if not isinstance(token, str) or not token:
-                return
+                return found
             if token in seen:
                 raise ZoomTransportError(endpoint, "pagination repeats a next_page_token")
             seen.add(token)
@@ -241,25 +484,23 @@ class ZoomClient:
         that began before midnight is still listed.
         """
         key = f"{kind}s"
-        today = datetime.now(UTC).date()
+        today = datetime.fromtimestamp(self._clock.time(), UTC).date()
         params = {
             "type": "live",
             "from": (today - timedelta(days=1)).isoformat(),
             "to": today.isoformat(),
         }
-        found: list[LiveMeeting] = []
-        async for page in self.pages(f"list_{key}", f"/metrics/{key}", params, DISCOVERY_PAGE_SIZE):
-            found.extend(_validated(LiveMeeting, page.get(key), f"list_{key}"))
-        return found
+        return await self.collect(
+            f"list_{key}", f"/metrics/{key}", params, DISCOVERY_PAGE_SIZE, key, LiveMeeting
+        )
 
     async def participants_qos(self, kind: Kind, meeting_id: str) -> list[Participant]:
         """Every participant's QoS in a live meeting or webinar, across all pages."""
         endpoint = endpoint_name(kind, "participants_qos")
         path = f"/metrics/{kind}s/{encode_meeting_id(meeting_id)}/participants/qos"
-        found: list[Participant] = []
-        async for page in self.pages(endpoint, path, {"type": "live"}, QOS_PAGE_SIZE):
-            found.extend(_validated(Participant, page.get("participants"), endpoint))
-        return found
+        return await self.collect(
+            endpoint, path, {"type": "live"}, QOS_PAGE_SIZE, "participants", Participant
+        )
 
     async def participant_qos(
         self, kind: Kind, meeting_id: str, participant_id: str
@@ -277,6 +518,10 @@ class ZoomClient:
             raise ZoomTransportError(
                 endpoint, "the participant does not match the schema"
             ) from None
+
+
+class _PageTokenExpired(Exception):
+    """Zoom refused a next_page_token (code 300): the listing must start over."""
 
 
 def _validated(model: type[M], items: Any, endpoint: str) -> list[M]:

@@ -79,6 +79,26 @@ class MeetingReading:
     polled_at: float
 
 
+# zoom_exporter_state{state}: what the last cycle ran into. zoom_up is 1 only in the first two.
+STATES: tuple[str, ...] = (
+    "ok",
+    "degraded",  # some meetings failed, others were polled
+    "unreachable",  # every call failed
+    "auth_failed",  # Zoom refused the credentials
+    "token_unavailable",  # the OAuth token endpoint is down
+    "daily_limit",  # Zoom's daily cap is spent: calls paused until 00:00 UTC
+    "budget_exhausted",  # this exporter's own daily budget is spent until 00:00 UTC
+)
+UP_STATES = frozenset({"ok", "degraded"})
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetReading:
+    budget: int  # this exporter's daily request budget
+    remaining: int  # the lower of our own count and Zoom's X-RateLimit-Remaining
+    reset_timestamp: float  # the next 00:00 UTC
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything /metrics shows for one cycle."""
@@ -93,6 +113,17 @@ class Snapshot:
     errors: tuple[str, ...] = field(default=())
     # The exporter process's own families (process_cpu_seconds_total, ...), read by the poller.
     process: tuple[Metric, ...] = ()
+    state: str | None = None  # one of STATES once a cycle has run
+    poll_interval_seconds: float | None = None  # the planner's effective interval
+    budget: BudgetReading | None = None
+    paused_until: float | None = None
+    cycle_requests: int | None = None  # API calls the cycle made
+    planned_requests: int | None = None  # what the planner expected them to be
+    meetings_deferred: int = 0
+    rate_limited: tuple[tuple[str, str, int], ...] = ()  # (category, type, count)
+    retries: tuple[tuple[str, str, int], ...] = ()  # (endpoint, reason, count)
+    config_reload: tuple[bool, float | None] | None = None  # (successful, last success time)
+    asyncio_tasks: int | None = None
 
 
 def _epoch(value: datetime | None) -> float | None:
