@@ -5,8 +5,9 @@ Precedence, highest first: command-line flags, environment, secrets directory, Y
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -17,7 +18,21 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from exporter.ratelimit import PLANS
+
 ENV_PREFIX = "ZOOM_EXPORTER_"
+BUDGET_SHARE = 0.5  # of the plan's daily cap, by default; the rest is left to other apps
+PlanName = Literal["pro", "business", "business_plus", "enterprise", "education"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The rate limits and the daily budget the exporter works within."""
+
+    heavy_per_second: float
+    resource_intensive_per_second: float
+    daily_cap: int
+    daily_budget: int
 
 
 class SettingsError(Exception):
@@ -70,6 +85,22 @@ class Settings(BaseSettings):
     max_staleness: float = Field(default=600.0, ge=0)
     log_level: str = "info"
     demo: bool = False
+    demo_speed: float = Field(default=1.0, gt=0, le=1000)
+    plan: PlanName = "pro"
+    daily_request_budget: int | None = Field(default=None, ge=1)
+    heavy_rate: float | None = Field(default=None, gt=0, le=1000)
+    resource_intensive_rate: float | None = Field(default=None, gt=0, le=100)
+    max_poll_interval: float = Field(default=300.0, ge=1.0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+
+    @field_validator("plan", mode="before")
+    @classmethod
+    def _plan(cls, value: Any) -> Any:
+        return (
+            value.strip().lower().replace("-", "_").replace("+", "_plus")
+            if isinstance(value, str)
+            else value
+        )
 
     @field_validator("meeting_ids", "webinar_ids", mode="before")
     @classmethod
@@ -105,6 +136,15 @@ class Settings(BaseSettings):
         return level
 
     @model_validator(mode="after")
+    def _intervals(self) -> Settings:
+        if self.max_poll_interval < self.poll_interval:
+            raise ValueError(
+                f"{ENV_PREFIX}MAX_POLL_INTERVAL ({self.max_poll_interval:g} s) must not be less "
+                f"than {ENV_PREFIX}POLL_INTERVAL ({self.poll_interval:g} s)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _credentials(self) -> Settings:
         if self.demo:
             return self
@@ -123,6 +163,20 @@ class Settings(BaseSettings):
     @property
     def listen(self) -> tuple[str, int]:
         return parse_listen_address(self.listen_address)
+
+    @property
+    def limits(self) -> Limits:
+        """The plan's limits, overridden by explicit rates and budget."""
+        plan = PLANS[self.plan]
+        budget = self.daily_request_budget or int(plan.daily_cap * BUDGET_SHARE)
+        return Limits(
+            heavy_per_second=self.heavy_rate or plan.heavy_per_second,
+            resource_intensive_per_second=(
+                self.resource_intensive_rate or plan.resource_intensive_per_minute / 60
+            ),
+            daily_cap=plan.daily_cap,
+            daily_budget=budget,
+        )
 
     @classmethod
     def settings_customise_sources(
