@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -22,7 +23,10 @@ import pytest
 from pydantic import SecretStr
 
 from exporter.client import ZoomClient
+from exporter.ratelimit import Backoff
 from exporter.simulator import Scenario, Simulator
+
+FAST_BACKOFF = Backoff(base=0.01, cap=0.05)  # real sleeps in tests stay short
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = sorted((ROOT / "deploy" / "prometheus").glob("*.rules.yml"))
@@ -74,13 +78,30 @@ def require_binary(name: str) -> str:
 
 
 class FakeClock:
-    """A wall clock that moves only when a test moves it."""
+    """A clock that moves only when a test moves it, or when someone sleeps on it.
+
+    Callable (for the simulator's Scenario) and an `exporter.clock.Clock` (for the exporter):
+    wall and monotonic time are the same number here.
+    """
 
     def __init__(self, now: float = 1_795_000_000.0) -> None:
         self.now = now
+        self.slept = 0.0
 
     def __call__(self) -> float:
         return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """Time passes at once; other tasks get a turn."""
+        self.now += max(0.0, seconds)
+        self.slept += max(0.0, seconds)
+        await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -92,6 +113,7 @@ def zoom_client(
     session: aiohttp.ClientSession, api_url: str, oauth_url: str, secret: str = "s", **options: Any
 ) -> ZoomClient:
     """A client with the test credentials (account "a", client "c") of `simulator()`."""
+    options.setdefault("backoff", FAST_BACKOFF)
     return ZoomClient(
         session,
         api_url=api_url,

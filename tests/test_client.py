@@ -10,11 +10,13 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from conftest import FakeClock, zoom_client
+from conftest import FAST_BACKOFF, FakeClock, zoom_client
 from exporter.client import (
     ZoomAPIError,
     ZoomAuthError,
     ZoomClient,
+    ZoomRateLimitError,
+    ZoomTokenUnavailableError,
     ZoomTransportError,
     encode_meeting_id,
 )
@@ -55,6 +57,7 @@ def make_client(session: aiohttp.ClientSession, sim: Simulator, **overrides: obj
         "client_id": "cid",
         "client_secret": SecretStr(SECRET),
         "timeout": 5.0,
+        "backoff": FAST_BACKOFF,
     }
     options.update(overrides)
     return ZoomClient(session, **options)  # type: ignore[arg-type]
@@ -143,15 +146,28 @@ async def test_gone_meeting_is_404_3001(sim: Simulator, session: aiohttp.ClientS
     assert caught.value.code == 3001
 
 
-async def test_rate_limited_call_is_a_typed_error(
-    sim: Simulator, session: aiohttp.ClientSession
+async def test_rate_limited_call_waits_its_retry_after_then_succeeds(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
 ) -> None:
-    client = make_client(session, sim)
+    client = make_client(session, sim, clock=clock)
+    await client.live_meetings("meeting")
+    sim.faults.rate_limit(count=1, retry_after=3)
+    assert await client.live_meetings("meeting")
+    assert clock.slept >= 3  # Retry-After honoured (plus jitter), on the injected clock
+    assert client.rate_limited.snapshot() == (("Resource-intensive", "QPS", 1),)
+    assert client.retries.snapshot() == (("list_meetings", "rate_limited", 1),)
+
+
+async def test_rate_limited_call_without_retries_is_a_typed_error(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    client = make_client(session, sim, clock=clock, max_retries=0)
     await client.live_meetings("meeting")
     sim.faults.rate_limit(count=1, retry_after=1)
-    with pytest.raises(ZoomAPIError) as caught:
+    with pytest.raises(ZoomRateLimitError) as caught:
         await client.live_meetings("meeting")
     assert caught.value.status == 429
+    assert caught.value.limit_type == "QPS"
     assert not caught.value.gone
 
 
@@ -212,7 +228,7 @@ async def test_timeout_is_a_transport_error(session: aiohttp.ClientSession) -> N
     try:
         base = runner_url(runner)
         client = zoom_client(session, base + "/v2", base + "/oauth/token", timeout=0.2)
-        with pytest.raises(ZoomTransportError, match="timed out"):
+        with pytest.raises(ZoomTokenUnavailableError, match="timed out"):
             await client.live_meetings("meeting")
         assert ("oauth_token", "error", 1) in client.requests.snapshot()
     finally:

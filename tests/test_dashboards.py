@@ -34,16 +34,6 @@ EXPECTED_UIDS = {
 # Grafana's built-in variables and the values the live test gives them.
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
 
-# Metrics that the rate-limit issue (budget planner) will add. Panels that use them may return
-# nothing ONLY while the exporter does not export them yet; once a name has series in
-# Prometheus, the panels that use it must return data like every other panel.
-NOT_YET_EXPORTED = (
-    "zoom_exporter_poll_interval_seconds",  # Exporter health: "Effective poll interval"
-    "zoom_exporter_daily_budget_remaining",  # Exporter health: "Daily budget remaining" (x2)
-    "zoom_api_rate_limited_total",  # Exporter health: "Rate-limited calls by category and type"
-)
-
-
 def load(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text())
     return data
@@ -352,10 +342,8 @@ def test_every_dashboard_query_returns_data(prometheus: Prometheus) -> None:
     # Rules and rates need a few scrapes and evaluations.
     prometheus.wait_query("kind_meeting_id:zoom_participants_poor:ratio", timeout=60)
     prometheus.wait_query("rate(zoom_api_requests_total[1m]) > 0", timeout=60)
-    absent = {m for m in NOT_YET_EXPORTED if not prometheus.query(f"count({m})")}
 
     proven: list[str] = []
-    tolerated: list[str] = []
     for path in DASHBOARDS:
         dashboard = load(path)
         values: dict[str, str] = dict(BUILTINS)
@@ -374,10 +362,6 @@ def test_every_dashboard_query_returns_data(prometheus: Prometheus) -> None:
         for title, expr in exprs(dashboard):
             concrete = substitute(expr, values)
             prometheus.query(concrete)  # a syntax error fails here, at once
-            uses_absent = [m for m in absent if m in concrete]
-            if uses_absent and not prometheus.query(concrete):
-                tolerated.append(f"{path.name}: {title} ({', '.join(uses_absent)})")
-                continue
             try:
                 prometheus.wait_query(concrete, timeout=max(5.0, 60 - (time.monotonic() - started)))
             except AssertionError:
@@ -386,8 +370,4 @@ def test_every_dashboard_query_returns_data(prometheus: Prometheus) -> None:
                 ) from None
             proven.append(f"{path.name}: {title}")
     print(f"\n{len(proven)} dashboard queries returned data from the live demo")
-    print(f"{len(tolerated)} tolerated (not yet exported): {tolerated}")
-    # Only the panels of the three not-yet-exported metrics may be tolerated.
-    assert all(any(m in t for m in NOT_YET_EXPORTED) for t in tolerated)
-    assert len(tolerated) <= 4
     assert len(proven) >= 80

@@ -35,7 +35,7 @@ def make_poller(
     client: ZoomClient, clock: FakeClock, **options: object
 ) -> tuple[Poller, SnapshotStore]:
     store = SnapshotStore()
-    defaults: dict[str, object] = {"interval": 60.0, "configured": [], "wall_clock": clock}
+    defaults: dict[str, object] = {"interval": 60.0, "configured": [], "clock": clock}
     defaults.update(options)
     return Poller(client, store, **defaults), store  # type: ignore[arg-type]
 
@@ -104,14 +104,16 @@ async def test_failed_meeting_keeps_last_good_data_until_stale(
         client, clock, configured=configured, discovery=False, max_staleness=120
     )
     good = await poller.run_cycle()
-    sim.faults.server_error(count=1, status=500)
+    sim.faults.server_error(count=4, status=500)  # the first try and every retry fail
     clock.now += 60
     kept = await poller.run_cycle()
     assert participants_of(kept) == participants_of(good)
     assert kept.meetings[0].polled_at == good.meetings[0].polled_at  # its age shows
     assert kept.errors and "HTTP 500" in kept.errors[0]
     assert not kept.up  # the only call of the cycle failed
-    sim.faults.server_error(count=1, status=500)
+    assert kept.state == "unreachable"
+    assert ("meeting_participants_qos", "server_error", 3) in kept.retries
+    sim.faults.server_error(count=4, status=500)
     clock.now += 120
     dropped = await poller.run_cycle()
     assert participants_of(dropped) == {}
