@@ -444,7 +444,7 @@ class Poller:
         outcome.successes += 1
         now = self._clock.time()
         reading = meeting_reading(target, participants, now)
-        book.records, book.last_polled = len(participants), now
+        book.records, book.last_polled = reading.listed, now
         self._last_good[key] = reading
         return reading
 

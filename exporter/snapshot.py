@@ -77,6 +77,7 @@ class MeetingReading:
     target: MeetingTarget
     participants: tuple[ParticipantReading, ...]
     polled_at: float
+    listed: int = 0  # entries Zoom's listing held (those who left included): it sets the pages
 
 
 # zoom_exporter_state{state}: what the last cycle ran into. zoom_up is 1 only in the first two.
@@ -213,7 +214,9 @@ def meeting_reading(
 ) -> MeetingReading:
     """Drop participants who left; of a repeated participant id keep the newest sample."""
     kept: dict[str, ParticipantReading] = {}
+    listed = 0
     for participant in participants:
+        listed += 1
         reading = participant_reading(participant)
         if reading is None:
             continue
@@ -221,7 +224,7 @@ def meeting_reading(
         if previous is None or _newer(reading, previous):
             kept[reading.participant_id] = reading
     ordered = tuple(kept[pid] for pid in sorted(kept))
-    return MeetingReading(target=target, participants=ordered, polled_at=polled_at)
+    return MeetingReading(target, ordered, polled_at, listed)
 
 
 def _newer(candidate: ParticipantReading, current: ParticipantReading) -> bool:
