@@ -46,7 +46,7 @@ MAX_PAGES = 10_000  # a guard against a server that never stops paginating
 MAX_RETRY_WAIT = 30.0  # a 429 asking for a longer wait fails the call instead of holding it
 DEFAULT_BACKOFF = Backoff(base=0.5, cap=30.0)  # retries of 5xx, timeouts, resets, bad bodies
 TOKEN_BACKOFF = Backoff(base=2.0, cap=120.0)  # the token endpoint is down or unreachable
-CREDENTIALS_BACKOFF = Backoff(base=30.0, cap=300.0)  # Zoom refused the credentials
+CREDENTIALS_BACKOFF = Backoff(base=60.0, cap=600.0)  # Zoom refused the credentials
 OAUTH_ENDPOINT = "oauth_token"
 DISCOVERY_ENDPOINTS = frozenset({"list_meetings", "list_webinars"})
 

@@ -115,6 +115,7 @@ class CycleOutcome:
     token_error: ZoomTokenError | None = None
     paused: ZoomPausedError | None = None
     errors: list[str] = field(default_factory=list)
+    logged: set[str] = field(default_factory=set)  # errors the client has logged already
 
     @property
     def halted(self) -> bool:
@@ -127,9 +128,11 @@ class CycleOutcome:
             return
         self.failures += 1
         detail = str(error) if isinstance(error, ZoomError) else f"unexpected {error!r}"
-        self.errors.append(f"{where}: {detail}" if where else detail)
+        message = f"{where}: {detail}" if where else detail
+        self.errors.append(message)
         if isinstance(error, ZoomTokenError):
             self.token_error = error
+            self.logged.add(message)
 
     def state(self) -> str | None:
         """The cycle's zoom_exporter_state, or None if it made no attempt (keep the last)."""
@@ -288,7 +291,7 @@ class Poller:
             self._credit, self.effective_interval = plan.credit, plan.interval
             planned, deferred = plan.planned_calls, plan.deferred
             polled = await asyncio.gather(*(self._poll(targets[k], outcome) for k in plan.selected))
-            kept = (self._stale(key) for key in plan.deferred)
+            kept = (self._kept(key, outcome) for key in plan.deferred)
             readings = [r for r in (*polled, *kept) if r is not None]
             self._forget(set(targets), set(plan.deferred))
         state = outcome.state() or self._state or "ok"
@@ -340,7 +343,8 @@ class Poller:
         """Errors are logged when they change; the same ones every cycle go to debug."""
         errors = frozenset(outcome.errors)
         for error in outcome.errors:
-            level = logging.DEBUG if error in self._last_errors else logging.WARNING
+            repeated = error in self._last_errors or error in outcome.logged
+            level = logging.DEBUG if repeated else logging.WARNING
             log.log(level, "poll: %s", error)
         self._last_errors = errors
         if outcome.paused is not None:
@@ -422,7 +426,7 @@ class Poller:
         book.deferred = 0
         async with self._semaphore:
             if outcome.halted:  # no token, or calls are paused: spare Zoom the calls
-                return self._stale(key)
+                return self._kept(key, outcome)
             try:
                 participants = await self._client.participants_qos(target.kind, target.api_id)
             except ZoomAPIError as error:
@@ -447,6 +451,13 @@ class Poller:
         book.records, book.last_polled = reading.listed, now
         self._last_good[key] = reading
         return reading
+
+    def _kept(self, key: tuple[str, str], outcome: CycleOutcome) -> MeetingReading | None:
+        """The last reading of a meeting not polled now: all of it while calls are paused
+        (until the reset), otherwise while it is fresh enough."""
+        if outcome.paused is not None:
+            return self._last_good.get(key)
+        return self._stale(key)
 
     def _stale(self, key: tuple[str, str]) -> MeetingReading | None:
         """The last good reading of a meeting not polled now, while it is fresh enough."""

@@ -1,0 +1,383 @@
+"""Every fault Zoom can throw, injected into the simulator, against the real poller and client.
+
+One FakeClock drives the simulated world, the client's rate limiter, its backoff sleeps and the
+poller, so waits are exact and instant. Each test checks the daemon keeps serving what it
+knows, says what happened (zoom_up, zoom_exporter_state) and spends no call it need not.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from conftest import FakeClock, simulator
+from exporter.budget import DailyBudget
+from exporter.client import ZoomClient
+from exporter.poller import Poller, SnapshotStore, configured_targets
+from exporter.ratelimit import RateLimiter, seconds_until_reset
+from exporter.simulator import SEED_MEETING_ID, Fault, Scenario, Simulator
+from exporter.simulator.app import app_state, zoom_error
+from exporter.snapshot import Snapshot
+
+SECRET = "s"
+SEED = ("meeting", str(SEED_MEETING_ID))
+
+
+@dataclass
+class Rig:
+    sim: Simulator
+    client: ZoomClient
+    poller: Poller
+    store: SnapshotStore
+    clock: FakeClock
+
+    def calls(self, endpoint: str | None = None) -> int:
+        stats = self.sim.stats
+        if endpoint is not None:
+            return stats.get(endpoint, 0)
+        return stats["total"] - stats.get("oauth_token", 0)
+
+
+def participants(snapshot: Snapshot) -> dict[tuple[str, str], set[str]]:
+    return {
+        (m.target.kind, m.target.meeting_id): {p.participant_id for p in m.participants}
+        for m in snapshot.meetings
+    }
+
+
+@pytest.fixture
+async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
+    async with simulator(Scenario(seed=11, clock=clock)) as server:
+        yield server
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as http:
+        yield http
+
+
+def make_rig(
+    sim: Simulator,
+    session: aiohttp.ClientSession,
+    clock: FakeClock,
+    *,
+    discovery: bool = False,
+    client_options: dict[str, Any] | None = None,
+    **poller_options: Any,
+) -> Rig:
+    """A client paced at Pro's limits with a 15,000-call budget, and a poller, on `clock`."""
+    options: dict[str, Any] = {
+        "limiter": RateLimiter(10, 10 / 60, clock),
+        "budget": DailyBudget(15_000),
+        "clock": clock,
+        "timeout": 5.0,
+    }
+    options.update(client_options or {})
+    client = ZoomClient(
+        session,
+        api_url=sim.api_url,
+        oauth_url=sim.oauth_url,
+        account_id="a",
+        client_id="c",
+        client_secret=SecretStr(SECRET),
+        **options,
+    )
+    store = SnapshotStore()
+    settings: dict[str, Any] = {
+        "interval": 60.0,
+        "configured": configured_targets([str(SEED_MEETING_ID)], []),
+        "discovery": discovery,
+        "clock": clock,
+    }
+    settings.update(poller_options)
+    return Rig(sim, client, Poller(client, store, **settings), store, clock)
+
+
+async def test_qps_429_waits_its_retry_after_then_the_cycle_succeeds(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    rig = make_rig(sim, session, clock)
+    sim.faults.rate_limit(count=1, retry_after=5, type="QPS")
+    start = clock.now
+    snapshot = await rig.poller.run_cycle()
+    assert snapshot.state == "ok" and snapshot.up
+    assert SEED in participants(snapshot)
+    assert clock.now - start >= 5  # Retry-After honoured, on the limiter: nobody jumps it
+    assert clock.now - start < 5 + 0.5 + 1  # plus at most one jitter step and the pacing
+    assert ("Heavy", "QPS", 1) in snapshot.rate_limited
+    assert ("meeting_participants_qos", "rate_limited", 1) in snapshot.retries
+    assert rig.calls() == snapshot.cycle_requests == 2  # the 429 and the retry
+
+
+async def test_qps_429_with_an_http_date_retry_after(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    rig = make_rig(sim, session, clock)
+    sim.faults.rate_limit(count=1, retry_after=20, type="QPS", retry_after_format="date")
+    start = clock.now
+    snapshot = await rig.poller.run_cycle()
+    assert snapshot.state == "ok"
+    assert 19 <= clock.now - start <= 22
+
+
+async def test_daily_limit_pauses_every_call_until_midnight_and_keeps_the_data(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    rig = make_rig(sim, session, clock, discovery=True, max_staleness=60)
+    good = await rig.poller.run_cycle()
+    assert good.state == "ok" and len(good.meetings) >= 3
+    clock.now += 60
+    reset = clock.now + seconds_until_reset(clock.now)
+    sim.faults.rate_limit(count=1, type="Daily-limit", retry_after=round(reset - clock.now))
+    hit = await rig.poller.run_cycle()
+    assert hit.state == "daily_limit" and not hit.up
+    assert hit.paused_until == pytest.approx(reset, abs=1)
+    assert participants(hit) == participants(good)  # the last data, served as it is
+    assert ("Resource-intensive", "Daily-limit", 1) in hit.rate_limited
+
+    before = rig.calls()
+    for _ in range(3):  # hours pass: not one call, and the data stays (max_staleness aside)
+        clock.now += 3600
+        paused = await rig.poller.run_cycle()
+        assert paused.state == "daily_limit" and participants(paused) == participants(good)
+    assert rig.calls() == before
+
+    clock.now = reset + 1
+    sim.scenario.now()  # the world catches up
+    back = await rig.poller.run_cycle()
+    assert back.state == "ok" and back.up and back.paused_until is None
+    assert rig.calls() > before
+
+
+async def test_server_errors_are_retried_with_growing_backoff(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    rig = make_rig(sim, session, clock)
+    sim.faults.server_error(count=2, status=503)
+    start = clock.now
+    snapshot = await rig.poller.run_cycle()
+    assert snapshot.state == "ok" and SEED in participants(snapshot)
+    assert ("meeting_participants_qos", "server_error", 2) in snapshot.retries
+    assert rig.calls() == 3
+    assert clock.now - start <= 0.5 + 1.0 + 1  # full jitter within 0.5 s, then 1 s, + pacing
+
+
+async def test_retries_are_bounded_and_the_last_data_is_kept_until_stale(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    rig = make_rig(sim, session, clock, max_staleness=300)
+    good = await rig.poller.run_cycle()
+    sim.faults.server_error(count=100, status=500)
+    clock.now += 60
+    before = rig.calls()
+    failed = await rig.poller.run_cycle()
+    assert rig.calls() - before == 4  # one try and max_retries (3) retries, no more
+    assert failed.state == "unreachable" and not failed.up
+    assert participants(failed) == participants(good)
+    assert failed.meetings[0].polled_at == good.meetings[0].polled_at  # its age shows
+    clock.now += 300
+    dropped = await rig.poller.run_cycle()
+    assert participants(dropped) == {}  # older than max_staleness: gone, not frozen
+    sim.faults.clear()
+    clock.now += 60
+    assert SEED in participants(await rig.poller.run_cycle())
+
+
+async def test_a_timeout_is_retried(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    rig = make_rig(sim, session, clock, client_options={"timeout": 0.3})
+    sim.faults.timeout(count=1, seconds=5, endpoint="meeting_participants_qos")
+    snapshot = await rig.poller.run_cycle()
+    assert snapshot.state == "ok" and SEED in participants(snapshot)
+    assert ("meeting_participants_qos", "timeout", 1) in snapshot.retries
+    assert ("meeting_participants_qos", "error", 1) in snapshot.api_requests
+
+
+async def test_a_reset_connection_is_retried(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    rig = make_rig(sim, session, clock)
+    # aiohttp itself repeats a GET once on a dropped connection: two resets reach us as one.
+    sim.faults.reset(count=2, endpoint="meeting_participants_qos")
+    snapshot = await rig.poller.run_cycle()
+    assert snapshot.state == "ok" and SEED in participants(snapshot)
+    assert ("meeting_participants_qos", "connection", 1) in snapshot.retries
+
+
+async def test_malformed_json_is_retried(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    rig = make_rig(sim, session, clock)
+    sim.faults.malformed(count=1, endpoint="meeting_participants_qos")
+    snapshot = await rig.poller.run_cycle()
+    assert snapshot.state == "ok" and SEED in participants(snapshot)
+    assert ("meeting_participants_qos", "malformed", 1) in snapshot.retries
+
+
+async def test_a_revoked_token_is_renewed_once_and_the_call_retried(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    rig = make_rig(sim, session, clock)
+    await rig.poller.run_cycle()
+    tokens = rig.calls("oauth_token")
+    sim.faults.revoke_tokens()
+    clock.now += 60
+    snapshot = await rig.poller.run_cycle()
+    assert snapshot.state == "ok" and SEED in participants(snapshot)
+    assert rig.calls("oauth_token") == tokens + 1
+    assert ("meeting_participants_qos", "token_renewed", 1) in snapshot.retries
+
+
+async def test_token_endpoint_down_backs_off_and_keeps_serving(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    rig = make_rig(sim, session, clock)
+    good = await rig.poller.run_cycle()
+    sim.faults.revoke_tokens()
+    sim.faults.token_endpoint_down(count=2, status=503)
+    tokens = rig.calls("oauth_token")
+    clock.now += 60
+    down = await rig.poller.run_cycle()
+    assert down.state == "token_unavailable" and not down.up
+    assert participants(down) == participants(good)
+    # The next cycle comes sooner than the backoff allows: no token request at all.
+    clock.now += 0.5
+    again = await rig.poller.run_cycle()
+    assert again.state == "token_unavailable"
+    assert rig.calls("oauth_token") == tokens + 1
+    clock.now += 60  # past the backoff (base 2 s): one more try fails, the next one works
+    await rig.poller.run_cycle()
+    clock.now += 600
+    back = await rig.poller.run_cycle()
+    assert back.state == "ok" and back.up
+    assert rig.calls("oauth_token") == tokens + 3
+
+
+async def test_wrong_credentials_say_so_once_never_leak_and_never_hammer(
+    sim: Simulator,
+    session: aiohttp.ClientSession,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = make_rig(sim, session, clock, discovery=True)
+    good = await rig.poller.run_cycle()
+    sim.faults.change_credentials("rotated-by-an-admin")
+    sim.faults.revoke_tokens()
+    caplog.set_level(logging.DEBUG)
+    cycles = []
+    for _ in range(20):  # 20 minutes of cycles
+        clock.now += 60
+        cycles.append(await rig.poller.run_cycle())
+    assert all(c.state == "auth_failed" and not c.up for c in cycles)
+    assert all(participants(c) == participants(good) for c in cycles[:9])  # until stale
+    # Backoff: 30 s doubling up to 5 minutes, not one token request per cycle.
+    assert 3 <= rig.calls("oauth_token") - 1 <= 7
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    refused = [r for r in loud if "refused the credentials" in r.getMessage()]
+    assert refused and all(r.levelno == logging.ERROR for r in refused)  # said once per try
+    assert "ZOOM_EXPORTER_CLIENT_SECRET" in refused[0].getMessage()
+    assert len(loud) == len(refused) == rig.calls("oauth_token") - 1  # no spam in between
+    basic = base64.b64encode(f"c:{SECRET}".encode()).decode()
+    for record in caplog.records:  # neither secret, nor the Basic credentials, ever
+        assert "rotated-by-an-admin" not in record.getMessage()
+        assert basic not in record.getMessage()
+
+
+class ExpiredPageToken(Fault):
+    """Answers 400 / code 300, as Zoom does for a next_page_token that has expired."""
+
+    name = "expired_page_token"
+
+    async def respond(self, request: web.Request) -> web.StreamResponse | None:
+        if "next_page_token" not in request.query:
+            return None
+        return zoom_error(400, 300, "The next page token is invalid or expired.")
+
+
+async def test_an_expired_page_token_restarts_that_listing_once(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    rig = make_rig(sim, session, clock, configured=[], discovery=True)
+    first = await rig.poller.run_cycle()
+    webinar = next(m for m in first.meetings if m.target.kind == "webinar")
+    pages = -(-webinar.listed // 10)
+    assert pages >= 3
+    sim.faults.add(ExpiredPageToken(1, "webinar_participants_qos", after=1))
+    clock.now += 60
+    before = rig.calls("webinar_participants_qos")
+    second = await rig.poller.run_cycle()
+    again = next(m for m in second.meetings if m.target.kind == "webinar")
+    assert again.polled_at == clock.now or again.polled_at > webinar.polled_at
+    assert {p.participant_id for p in again.participants}  # a whole listing, not a half
+    assert rig.calls("webinar_participants_qos") - before == 2 + -(-again.listed // 10)
+    assert ("webinar_participants_qos", "page_token_expired", 1) in second.retries
+    assert second.state == "ok"
+
+    # Page 1 passes (after=1); page 2 is refused; the restart's page 1 uses up one count but
+    # passes (the fault only refuses requests that carry a page token); its page 2 is refused.
+    sim.faults.add(ExpiredPageToken(3, "webinar_participants_qos", after=1))
+    clock.now += 60
+    twice = await rig.poller.run_cycle()
+    assert twice.state == "degraded"  # restarted once, then it gives up until next cycle
+    assert any("expired twice" in e for e in twice.errors)
+
+
+async def test_a_meeting_that_ends_mid_cycle_is_dropped_quietly(
+    sim: Simulator,
+    session: aiohttp.ClientSession,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = make_rig(sim, session, clock, configured=[], discovery=True)
+    first = await rig.poller.run_cycle()
+    victim = next(m.target for m in first.meetings if m.target.meeting_id != SEED[1])
+    sim.scenario.end_meeting(victim.meeting_id, victim.kind)
+    clock.now += 5  # too soon for discovery (10 a minute, two per run): the old list is used
+    caplog.set_level(logging.INFO)
+    before = rig.calls("list_meetings")
+    second = await rig.poller.run_cycle()
+    assert rig.calls("list_meetings") == before
+    assert (victim.kind, victim.meeting_id) not in participants(second)
+    assert second.state == "ok" and not second.errors
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    clock.now += 60
+    third = await rig.poller.run_cycle()
+    assert (victim.kind, victim.meeting_id) not in participants(third)
+
+
+async def test_rate_limit_headers_feed_the_budget_and_their_absence_is_fine(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    rig = make_rig(sim, session, clock, max_interval=300)
+    first = await rig.poller.run_cycle()
+    assert first.budget is not None
+    assert first.budget.remaining == 15_000 - rig.calls()  # our own count is the lower
+    # Other apps on the account spend most of the cap: Zoom's header becomes the lower.
+    quota = app_state(sim.app).quota
+    for _ in range(sim.quota_remaining - 20):
+        quota.consume(clock.now)
+    clock.now += 60
+    second = await rig.poller.run_cycle()
+    assert second.budget is not None and second.budget.remaining == sim.quota_remaining
+    sim.faults.rate_limit_headers(False)  # from now on Zoom does not say; our count holds
+    left = sim.quota_remaining
+    snapshots = []
+    for _ in range(8):
+        clock.now += snapshots[-1].poll_interval_seconds if snapshots else 300
+        snapshots.append(await rig.poller.run_cycle())
+    assert all(s.poll_interval_seconds == 300 for s in snapshots)  # stretched to the cap
+    assert any(s.meetings_deferred for s in snapshots)  # ~0.15 calls of allowance a cycle
+    assert all(s.state == "ok" for s in snapshots)
+    spent = sum(s.cycle_requests or 0 for s in snapshots)
+    assert 0 < spent <= left and sim.quota_remaining == left - spent
+    assert sim.limit_hits["Daily-limit"] == 0
