@@ -257,7 +257,7 @@ def poll_options(settings: Settings) -> dict[str, Any]:
         interval = DEMO_POLL_INTERVAL
     return {
         "interval": interval,
-        "max_interval": max(interval, settings.max_poll_interval),
+        "max_interval": max(interval, settings.longest_poll_interval),
         "configured": configured_targets(settings.meeting_ids, settings.webinar_ids),
         "discovery": settings.discovery,
         "concurrency": settings.concurrency,

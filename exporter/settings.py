@@ -21,6 +21,7 @@ from pydantic_settings import (
 from exporter.ratelimit import PLANS
 
 ENV_PREFIX = "ZOOM_EXPORTER_"
+DEFAULT_MAX_POLL_INTERVAL = 300.0
 BUDGET_SHARE = 0.5  # of the plan's daily cap, by default; the rest is left to other apps
 PlanName = Literal["pro", "business", "business_plus", "enterprise", "education"]
 
@@ -90,7 +91,7 @@ class Settings(BaseSettings):
     daily_request_budget: int | None = Field(default=None, ge=1)
     heavy_rate: float | None = Field(default=None, gt=0, le=1000)
     resource_intensive_rate: float | None = Field(default=None, gt=0, le=100)
-    max_poll_interval: float = Field(default=300.0, ge=1.0)
+    max_poll_interval: float | None = Field(default=None, ge=1.0)
     max_retries: int = Field(default=3, ge=0, le=10)
 
     @field_validator("plan", mode="before")
@@ -137,7 +138,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _intervals(self) -> Settings:
-        if self.max_poll_interval < self.poll_interval:
+        if self.max_poll_interval is not None and self.max_poll_interval < self.poll_interval:
             raise ValueError(
                 f"{ENV_PREFIX}MAX_POLL_INTERVAL ({self.max_poll_interval:g} s) must not be less "
                 f"than {ENV_PREFIX}POLL_INTERVAL ({self.poll_interval:g} s)"
@@ -163,6 +164,14 @@ class Settings(BaseSettings):
     @property
     def listen(self) -> tuple[str, int]:
         return parse_listen_address(self.listen_address)
+
+    @property
+    def longest_poll_interval(self) -> float:
+        """How far the planner may stretch the interval: the setting, or 300 s (at least the
+        poll interval)."""
+        if self.max_poll_interval is not None:
+            return self.max_poll_interval
+        return max(DEFAULT_MAX_POLL_INTERVAL, self.poll_interval)
 
     @property
     def limits(self) -> Limits:

@@ -155,3 +155,47 @@ def test_shipped_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(config_file=example)
     assert settings.poll_interval == 60
     assert settings.client_id == "your-client-id"
+
+
+def test_plan_sets_limits_and_the_default_budget_is_half_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pro = load_settings({"demo": True}).limits
+    assert (pro.heavy_per_second, pro.daily_cap, pro.daily_budget) == (10, 30_000, 15_000)
+    assert pro.resource_intensive_per_second == pytest.approx(10 / 60)
+    monkeypatch.setenv("ZOOM_EXPORTER_PLAN", "Business+")
+    business = load_settings({"demo": True}).limits
+    assert (business.heavy_per_second, business.daily_cap, business.daily_budget) == (
+        40,
+        60_000,
+        30_000,
+    )
+    assert business.resource_intensive_per_second == pytest.approx(20 / 60)
+
+
+def test_explicit_rates_and_budget_override_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZOOM_EXPORTER_PLAN", "enterprise")
+    monkeypatch.setenv("ZOOM_EXPORTER_HEAVY_RATE", "5")
+    monkeypatch.setenv("ZOOM_EXPORTER_RESOURCE_INTENSIVE_RATE", "0.05")
+    monkeypatch.setenv("ZOOM_EXPORTER_DAILY_REQUEST_BUDGET", "12000")
+    limits = load_settings({"demo": True}).limits
+    assert (limits.heavy_per_second, limits.resource_intensive_per_second) == (5, 0.05)
+    assert (limits.daily_cap, limits.daily_budget) == (60_000, 12_000)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"plan": "free"}, "ZOOM_EXPORTER_PLAN"),
+        ({"daily_request_budget": 0}, "ZOOM_EXPORTER_DAILY_REQUEST_BUDGET"),
+        ({"heavy_rate": -1}, "ZOOM_EXPORTER_HEAVY_RATE"),
+        ({"max_retries": 11}, "ZOOM_EXPORTER_MAX_RETRIES"),
+        ({"poll_interval": 120, "max_poll_interval": 60}, "ZOOM_EXPORTER_MAX_POLL_INTERVAL"),
+        ({"demo_speed": 0}, "ZOOM_EXPORTER_DEMO_SPEED"),
+    ],
+)
+def test_bad_rate_limit_settings_name_the_setting(
+    overrides: dict[str, object], named: str
+) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings({"demo": True, **overrides})
