@@ -280,19 +280,37 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+# What each zoom_exporter_state means, for people.
+STATE_TEXT = {
+    "degraded": "Some meetings could not be polled",
+    "unreachable": "Every call to the Zoom API failed",
+    "auth_failed": "Zoom refused the credentials",
+    "token_unavailable": "Zoom's OAuth token endpoint is not answering",
+    "daily_limit": "Zoom's daily request limit for the account is reached; showing the last data",
+    "budget_exhausted": "This exporter's daily request budget is spent; showing the last data",
+}
+
+
 def _summary(snapshot: Snapshot) -> str:
     participants = [p for m in snapshot.meetings for p in m.participants]
     meetings = sum(1 for m in snapshot.meetings if m.target.kind == "meeting")
     webinars = sum(1 for m in snapshot.meetings if m.target.kind == "webinar")
     poor = sum(1 for p in participants if participant_quality(p) == "poor")
     state = "up" if snapshot.up else "down"
-    items = (
-        ("Zoom API", f'<span class="state-{state}">{state}</span>'),
+    reason = STATE_TEXT.get(snapshot.state or "", "")
+    title = f' title="{escape(reason)}"' if reason else ""
+    items = [
+        ("Zoom API", f'<span class="state-{state}"{title}>{state}</span>'),
         ("Meetings", str(meetings)),
         ("Webinars", str(webinars)),
         ("Participants", str(len(participants))),
         ("In poor condition", str(poor)),
-    )
+    ]
+    if snapshot.budget is not None:
+        budget = snapshot.budget
+        items.append(("API budget left today", f"{budget.remaining:,} of {budget.budget:,}"))
+    if snapshot.poll_interval_seconds is not None:
+        items.append(("Polled every", f"{snapshot.poll_interval_seconds:.0f} s"))
     return (
         '<ul class="summary">'
         + "".join(f"<li>{label}<b>{value}</b></li>" for label, value in items)
@@ -325,9 +343,15 @@ def render(snapshot: Snapshot, telemetry_path: str) -> str:
         )
         body = "".join(_meeting_section(m) for m in ordered)
     errors = ""
+    reason = STATE_TEXT.get(snapshot.state or "", "")
+    if reason and not snapshot.up:
+        until = ""
+        if snapshot.paused_until is not None:
+            until = f" Calls resume at {_when(snapshot.paused_until)}."
+        errors = f'<div class="errors"><b>{escape(reason)}.</b>{until}</div>'
     if snapshot.errors:
         items = "".join(f"<li>{escape(e)}</li>" for e in snapshot.errors)
-        errors = f'<div class="errors"><b>Last cycle errors</b><ul>{items}</ul></div>'
+        errors += f'<div class="errors"><b>Last cycle errors</b><ul>{items}</ul></div>'
     duration = (
         f" in {snapshot.poll_duration_seconds:.2f} s"
         if snapshot.poll_duration_seconds is not None

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import Exporter, http_get
 from exporter import status_page
 from exporter.snapshot import (
+    BudgetReading,
     MeetingReading,
     MeetingTarget,
     ParticipantReading,
@@ -117,6 +118,25 @@ def parse(html: str) -> PageParser:
     parser.feed(html)
     parser.close()
     return parser
+
+
+def test_a_daily_limit_pause_is_explained_with_the_resume_time() -> None:
+    paused = Snapshot(
+        meetings=(_meeting("meeting", "1", "t", _participant("7", "Ann")),),
+        up=False,
+        complete_cycles=9,
+        state="daily_limit",
+        paused_until=1_795_392_000.0,
+        budget=BudgetReading(15_000, 0, 1_795_392_000.0),
+        poll_interval_seconds=60.0,
+    )
+    html = status_page.render(paused, "/metrics")
+    assert "daily request limit for the account is reached; showing the last data" in html
+    assert "Calls resume at 2026-11-23 00:00:00 UTC." in html
+    assert "0 of 15,000" in html and "60 s" in html
+    assert parse(html).meetings[0]["participants"]  # the last data is still shown
+    healthy = status_page.render(_snapshot(), "/metrics")
+    assert "Calls resume" not in healthy
 
 
 # ---------------------------------------------------------------------------------------------
