@@ -128,12 +128,14 @@ def plan_cycle(
     base_interval: float,
     max_interval: float,
     discovery_calls: int = 0,
+    discovery_pages: int = 0,
     credit: float = 0.0,
 ) -> Plan:
     """Choose this cycle's interval and meetings so the budget lasts until 00:00 UTC.
 
     `remaining` is the budget left before this cycle's discovery, which made `discovery_calls`
-    calls (0 if it did not run). `credit` is what the previous plan carried over.
+    calls (0 if it did not run); a discovery run costs `discovery_pages`, and unspent allowance
+    may build up to pay for one. `credit` is what the previous plan carried over.
     """
     ordered = sorted(candidates, key=priority)
     full = discovery_calls + sum(c.cost for c in ordered)
@@ -142,7 +144,7 @@ def plan_cycle(
     interval = min(max(base_interval, needed), max_interval)
     allowance = min(float(remaining), credit + rate * interval)
     if allowance + EPSILON >= full:
-        carry = min(allowance - full, float(full))
+        carry = min(allowance - full, float(full + discovery_pages))
         return Plan(interval, tuple(c.key for c in ordered), (), full, full, carry)
 
     budget = allowance - discovery_calls

@@ -286,6 +286,7 @@ class Poller:
                 base_interval=self.interval,
                 max_interval=self.max_interval,
                 discovery_calls=self._calls() - calls_before,
+                discovery_pages=sum(self._discovery_pages.values()) if self._discovery else 0,
                 credit=self._credit,
             )
             self._credit, self.effective_interval = plan.credit, plan.interval

@@ -117,7 +117,7 @@ class TokenBucket:
                     continue
                 self._refill(now)
                 if self._tokens + _SLACK >= tokens:
-                    self._tokens = max(0.0, self._tokens - tokens)
+                    self._tokens -= tokens  # a rounding shortfall is owed, not forgiven
                     return
                 await self._clock.sleep(max(_SLACK, (tokens - self._tokens) / self.rate))
 

@@ -388,12 +388,6 @@ def test_a_simulated_day_stays_within_the_budget_and_the_rate_limits(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exporter bug: with budget * interval / 86400 < discovery pages, a fresh start "
-    "never discovers until late in the UTC day (no meetings: the plan carries no credit and "
-    "keeps the base interval)",
-)
 async def test_a_fresh_start_on_a_small_budget_discovers_meetings_at_once() -> None:
     # 3,000 calls a day spent evenly are 1.04 calls per 30 s cycle, less than the 2 discovery
     # calls; the planner must save up (or stretch the interval) to discover. It does neither:
@@ -428,12 +422,6 @@ async def test_a_fresh_start_on_a_small_budget_discovers_meetings_at_once() -> N
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exporter bug: TokenBucket.acquire clamps its tokens at 0, forgiving the _SLACK "
-    "shortfall on every call, so paced at exactly Zoom's 10/s the 11th Heavy call lands a hair "
-    "under 1 s after the first and gets a 429 QPS",
-)
 async def test_a_cycle_of_more_than_ten_heavy_calls_stays_under_the_per_second_limit() -> None:
     # One call at a time (concurrency 1), so the simulator sees each call exactly when the
     # limiter released it: any 429 is the limiter's own doing.
