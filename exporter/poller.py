@@ -436,6 +436,10 @@ class Poller:
                     outcome.successes += 1
                     self._last_good.pop(key, None)
                     self._books.pop(key, None)
+                    # Not again until a discovery lists it: the old list may be reused a while.
+                    self._discovered[target.kind] = [
+                        t for t in self._discovered[target.kind] if t.meeting_id != key[1]
+                    ]
                     return None
                 outcome.failed(error, where)
                 return self._stale(key)

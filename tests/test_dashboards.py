@@ -34,6 +34,7 @@ EXPECTED_UIDS = {
 # Grafana's built-in variables and the values the live test gives them.
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
 
+
 def load(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text())
     return data

@@ -350,8 +350,13 @@ async def test_a_meeting_that_ends_mid_cycle_is_dropped_quietly(
     assert (victim.kind, victim.meeting_id) not in participants(second)
     assert second.state == "ok" and not second.errors
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    clock.now += 60
+    gone = rig.calls(f"{victim.kind}_participants_qos")
+    clock.now += 1  # the old discovery list is still in use, but the ended one is off it
     third = await rig.poller.run_cycle()
+    assert rig.calls("list_meetings") == before
+    assert rig.calls(f"{victim.kind}_participants_qos") - gone == sum(
+        -(-m.listed // 10) for m in third.meetings if m.target.kind == victim.kind
+    )
     assert (victim.kind, victim.meeting_id) not in participants(third)
 
 

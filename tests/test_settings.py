@@ -194,8 +194,6 @@ def test_explicit_rates_and_budget_override_the_plan(monkeypatch: pytest.MonkeyP
         ({"demo_speed": 0}, "ZOOM_EXPORTER_DEMO_SPEED"),
     ],
 )
-def test_bad_rate_limit_settings_name_the_setting(
-    overrides: dict[str, object], named: str
-) -> None:
+def test_bad_rate_limit_settings_name_the_setting(overrides: dict[str, object], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
         load_settings({"demo": True, **overrides})
