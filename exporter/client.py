@@ -347,7 +347,7 @@ class ZoomClient:
         log.debug("%s: retrying in %.2f s (%s)", endpoint, delay, reason)
         await self._clock.sleep(delay)
 
-    async def _rate_limited(
+    def _rate_limited(
         self, endpoint: str, payload: dict[str, Any], headers: Mapping[str, str], attempt: int
     ) -> float:
         """Handle a 429; return how long to wait before a retry, or raise if there is none."""
@@ -408,7 +408,7 @@ class ZoomClient:
                 renewed = True
                 continue
             if status == 429:
-                wait = await self._rate_limited(endpoint, payload, answer, attempt)
+                wait = self._rate_limited(endpoint, payload, answer, attempt)
                 await self._retry(endpoint, "rate_limited", attempt, wait)
                 attempt += 1
                 continue

@@ -9,7 +9,6 @@ daily cap is `budget`'s job.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,8 +151,3 @@ class RateLimiter:
         """Whether `calls` calls of `category` could go now without waiting."""
         bucket = self.buckets[category]
         return bucket.available() + _SLACK >= min(float(calls), bucket.burst)
-
-
-def whole(value: float) -> int:
-    """Round a planned number of calls up; the budget never assumes a fraction is free."""
-    return math.ceil(value - 1e-9)
