@@ -15,7 +15,9 @@ spends at most its own share (`daily_request_budget`). Before each cycle the pla
    - within each, the one polled longest ago (never polled first), then the cheaper one.
 
 Unspent allowance carries over (up to one full cycle's cost), so a meeting too big for one
-cycle's allowance is polled once enough has accumulated. Nothing here does I/O.
+cycle's allowance is polled once enough has accumulated. The first cycle discovers and polls
+everything the remaining budget pays for, so the exporter starts with data whatever the
+budget. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -130,12 +132,15 @@ def plan_cycle(
     discovery_calls: int = 0,
     discovery_pages: int = 0,
     credit: float = 0.0,
+    bootstrap: bool = False,
 ) -> Plan:
     """Choose this cycle's interval and meetings so the budget lasts until 00:00 UTC.
 
     `remaining` is the budget left before this cycle's discovery, which made `discovery_calls`
     calls (0 if it did not run); a discovery run costs `discovery_pages`, and unspent allowance
-    may build up to pay for one. `credit` is what the previous plan carried over.
+    may build up to pay for one. `credit` is what the previous plan carried over. A
+    `bootstrap` cycle (the first) polls everything the remaining budget pays for, so the
+    exporter starts with data; the rest of the day's spreading absorbs the extra calls.
     """
     ordered = sorted(candidates, key=priority)
     full = discovery_calls + sum(c.cost for c in ordered)
@@ -143,6 +148,8 @@ def plan_cycle(
     needed = full / rate if rate > 0 else math.inf
     interval = min(max(base_interval, needed), max_interval)
     allowance = min(float(remaining), credit + rate * interval)
+    if bootstrap:
+        allowance = min(float(remaining), max(allowance, float(full)))
     if allowance + EPSILON >= full:
         carry = min(allowance - full, float(full + discovery_pages))
         return Plan(interval, tuple(c.key for c in ordered), (), full, full, carry)

@@ -183,6 +183,7 @@ class Poller:
         self._last_errors: frozenset[str] = frozenset()
         self._state: str | None = None
         self._credit = 0.0
+        self._started = False  # a cycle has reached Zoom: until then, poll all the budget allows
         self._cycles = 0
         self._process = ProcessCollector(registry=None)
         self._wake = asyncio.Event()
@@ -288,6 +289,7 @@ class Poller:
                 discovery_calls=self._calls() - calls_before,
                 discovery_pages=sum(self._discovery_pages.values()) if self._discovery else 0,
                 credit=self._credit,
+                bootstrap=not self._started,
             )
             self._credit, self.effective_interval = plan.credit, plan.interval
             planned, deferred = plan.planned_calls, plan.deferred
@@ -295,6 +297,7 @@ class Poller:
             kept = (self._kept(key, outcome) for key in plan.deferred)
             readings = [r for r in (*polled, *kept) if r is not None]
             self._forget(set(targets), set(plan.deferred))
+        self._started = self._started or outcome.successes > 0
         state = outcome.state() or self._state or "ok"
         self._state = state
         end = self._clock.time()
@@ -417,6 +420,8 @@ class Poller:
         limiter = self._client.limiter
         if limiter is not None and not limiter.can_afford(RESOURCE_INTENSIVE, pages):
             return False  # Resource-intensive: reuse the last lists until the limit allows
+        if not self._started:
+            return remaining >= pages  # the first discovery is never put off
         interval, credit = self.effective_interval, self._credit
         return can_discover(pages, now=now, remaining=remaining, interval=interval, credit=credit)
 

@@ -226,3 +226,15 @@ async def test_discovery_bucket_allows_two_then_the_per_minute_rate() -> None:
     assert not limiter.can_afford("Resource-intensive", 2)
     clock.now += 12  # 10 a minute: two more every 12 s
     assert limiter.can_afford("Resource-intensive", 2)
+
+
+def test_the_first_cycle_polls_everything_the_remaining_budget_pays_for() -> None:
+    candidates = [meeting("a", 3), meeting("b", 2)]
+    options = {"now": NOON, "base_interval": 10, "max_interval": 300, "discovery_calls": 2}
+    normal = plan_cycle(candidates, remaining=100, **options)  # type: ignore[arg-type]
+    assert normal.selected == ()  # 0.7 calls of allowance: not even discovery is paid for
+    first = plan_cycle(candidates, remaining=100, bootstrap=True, **options)  # type: ignore[arg-type]
+    assert set(first.selected) == {("meeting", "a"), ("meeting", "b")}
+    assert first.planned_calls == 7 and first.interval == 300
+    broke = plan_cycle(candidates, remaining=5, bootstrap=True, **options)  # type: ignore[arg-type]
+    assert broke.planned_calls <= 5  # never beyond what is left

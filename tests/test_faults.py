@@ -386,3 +386,35 @@ async def test_rate_limit_headers_feed_the_budget_and_their_absence_is_fine(
     spent = sum(s.cycle_requests or 0 for s in snapshots)
     assert 0 < spent <= left and sim.quota_remaining == left - spent
     assert sim.limit_hits["Daily-limit"] == 0
+
+
+async def test_a_small_budget_still_starts_with_every_meeting_then_stretches(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    rig = make_rig(
+        sim,
+        session,
+        clock,
+        configured=[],
+        discovery=True,
+        interval=10.0,
+        max_interval=300.0,
+        client_options={"budget": DailyBudget(3_000)},
+    )
+    first = await rig.poller.run_cycle()
+    assert set(participants(first)) == sim_scenario(sim)  # discovered and polled at once
+    assert first.cycle_requests == rig.calls() == first.planned_requests
+    # 3,000 calls for the rest of the day at ~9 calls a cycle: far slower than every 10 s.
+    assert first.budget is not None and first.poll_interval_seconds is not None
+    left = first.budget.reset_timestamp - clock.now
+    expected = (first.cycle_requests or 0) * left / first.budget.remaining
+    assert first.poll_interval_seconds == pytest.approx(expected, rel=0.05)
+
+
+def sim_scenario(sim: Simulator) -> set[tuple[str, str]]:
+    """(kind, id) of what the simulator has live now."""
+    return {
+        (kind, str(m["id"]))
+        for kind in ("meeting", "webinar")
+        for m in sim.scenario.live_meetings(kind)
+    }
