@@ -97,7 +97,6 @@ class ZoomPausedError(ZoomError):
         when = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         super().__init__(endpoint, f"{why}; calls paused until {when}")
         self.until = until
-        self.why = why
 
 
 class ZoomDailyLimitError(ZoomPausedError):
@@ -167,9 +166,6 @@ class Tally:
 
     def total(self, *, excluding: str | None = None) -> int:
         return sum(n for (first, _), n in self._counts.items() if first != excluding)
-
-
-RequestCounter = Tally  # zoom_api_requests_total{endpoint, code}
 
 
 class ZoomClient:
@@ -318,19 +314,19 @@ class ZoomClient:
             raise ZoomTransportError(endpoint, f"HTTP {status} with JSON that is not an object")
         return status, payload, headers
 
-    def paused(self) -> ZoomPausedError | None:
-        """Why calls cannot go now (Zoom's daily cap, or our own budget), or None."""
+    def paused(self, endpoint: str = "api") -> ZoomPausedError | None:
+        """Why a call to `endpoint` cannot go now (Zoom's daily cap, or our budget), or None."""
         now = self._clock.time()
         if self.paused_until is not None:
             if now < self.paused_until:
                 return ZoomDailyLimitError(
-                    "api", self.paused_until, "Zoom's daily request limit is reached"
+                    endpoint, self.paused_until, "Zoom's daily request limit is reached"
                 )
             log.info("the daily limit pause is over; polling resumes")
             self.paused_until = None
         if self.budget is not None and self.budget.remaining(now) <= 0:
             return ZoomBudgetExhaustedError(
-                "api",
+                endpoint,
                 now + seconds_until_reset(now),
                 f"the daily request budget of {self.budget.budget} is spent",
             )
@@ -382,9 +378,9 @@ class ZoomClient:
         renewed = False
         attempt = 0
         while True:
-            paused = self.paused()
+            paused = self.paused(endpoint)
             if paused is not None:
-                raise type(paused)(endpoint, paused.until, paused.why)
+                raise paused
             if self.limiter is not None:
                 await self.limiter.acquire(category)
             token = await self._access_token()
@@ -433,11 +429,15 @@ class ZoomClient:
 
         A page token that expired mid-listing (code 300) restarts the listing once.
         """
+        first = {**params, "page_size": str(page_size)}
+        query, seen, found = first, set[str](), list[M]()
         restarted = False
-        while True:
+        while len(seen) < MAX_PAGES:
             try:
-                return await self._all_pages(endpoint, path, params, page_size, key, model)
-            except _PageTokenExpired:
+                page = await self.get(endpoint, path, query)
+            except ZoomAPIError as error:
+                if error.code != ZOOM_CODE_PAGE_TOKEN or "next_page_token" not in query:
+                    raise
                 if restarted:
                     raise ZoomAPIError(
                         endpoint, 400, ZOOM_CODE_PAGE_TOKEN, "the next page token expired twice"
@@ -445,26 +445,8 @@ class ZoomClient:
                 restarted = True
                 self.retries.add(endpoint, "page_token_expired")
                 log.info("%s: the next page token expired; listing again from the start", endpoint)
-
-    async def _all_pages(
-        self,
-        endpoint: str,
-        path: str,
-        params: dict[str, str],
-        page_size: int,
-        key: str,
-        model: type[M],
-    ) -> list[M]:
-        query = {**params, "page_size": str(page_size)}
-        seen: set[str] = set()
-        found: list[M] = []
-        for _ in range(MAX_PAGES):
-            try:
-                page = await self.get(endpoint, path, query)
-            except ZoomAPIError as error:
-                if error.code == ZOOM_CODE_PAGE_TOKEN and "next_page_token" in query:
-                    raise _PageTokenExpired from None
-                raise
+                query, seen, found = first, set(), []
+                continue
             found.extend(_validated(model, page.get(key), endpoint))
             token = page.get("next_page_token")
             if not isinstance(token, str) or not token:
@@ -472,7 +454,7 @@ class ZoomClient:
             if token in seen:
                 raise ZoomTransportError(endpoint, "pagination repeats a next_page_token")
             seen.add(token)
-            query = {**params, "page_size": str(page_size), "next_page_token": token}
+            query = {**first, "next_page_token": token}
         raise ZoomTransportError(endpoint, f"more than {MAX_PAGES} pages")
 
     # -- endpoints ---------------------------------------------------------------------------
@@ -518,10 +500,6 @@ class ZoomClient:
             raise ZoomTransportError(
                 endpoint, "the participant does not match the schema"
             ) from None
-
-
-class _PageTokenExpired(Exception):
-    """Zoom refused a next_page_token (code 300): the listing must start over."""
 
 
 def _validated(model: type[M], items: Any, endpoint: str) -> list[M]:
