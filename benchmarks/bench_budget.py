@@ -40,6 +40,7 @@ from pydantic import SecretStr
 
 from exporter.budget import DailyBudget, pages_for
 from exporter.client import DISCOVERY_PAGE_SIZE, ZoomClient
+from exporter.clock import ManualClock
 from exporter.poller import Poller, SnapshotStore
 from exporter.ratelimit import PLANS, RateLimiter
 from exporter.settings import BUDGET_SHARE
@@ -55,26 +56,6 @@ API_ENDPOINTS = frozenset(ENDPOINTS) - {"oauth_token"}
 QOS_ENDPOINTS = frozenset({"meeting_participants_qos", "webinar_participants_qos"})
 
 Key = tuple[str, str]
-
-
-class FakeClock:
-    """Scenario clock (callable) and exporter Clock in one; sleeping advances it at once."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
 
 
 class Unrendered(SnapshotStore):
@@ -135,7 +116,7 @@ class Cycle:
 @dataclass
 class Harness:
     config: Config
-    clock: FakeClock
+    clock: ManualClock
     sim: Simulator
     wire: Wire
     poller: Poller
@@ -197,7 +178,7 @@ class Harness:
 
 @asynccontextmanager
 async def harness(config: Config, start: float) -> AsyncIterator[Harness]:
-    clock = FakeClock(start)
+    clock = ManualClock(start)
     plan = PLANS[config.plan]
     sim = Simulator(
         Scenario(seed=config.seed, clock=clock),

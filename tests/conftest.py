@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ import pytest
 from pydantic import SecretStr
 
 from exporter.client import ZoomClient
+from exporter.clock import ManualClock
 from exporter.ratelimit import Backoff
 from exporter.simulator import Scenario, Simulator
 
@@ -77,31 +77,11 @@ def require_binary(name: str) -> str:
     return path
 
 
-class FakeClock:
-    """A clock that moves only when a test moves it, or when someone sleeps on it.
-
-    Callable (for the simulator's Scenario) and an `exporter.clock.Clock` (for the exporter):
-    wall and monotonic time are the same number here.
-    """
+class FakeClock(ManualClock):
+    """The tests' clock: a ManualClock that starts at a fixed time (2026-11-18 11:06:40 UTC)."""
 
     def __init__(self, now: float = 1_795_000_000.0) -> None:
-        self.now = now
-        self.slept = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        """Time passes at once; other tasks get a turn."""
-        self.now += max(0.0, seconds)
-        self.slept += max(0.0, seconds)
-        await asyncio.sleep(0)
+        super().__init__(now)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ look exactly like day 1: the planner spends any budget evenly until the reset.)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections import Counter
@@ -82,14 +81,12 @@ class EventClock(FakeClock):
     def at(self, when: float, action: Callable[[], None]) -> None:
         self._due.append((when, action))
 
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-        self.slept += max(0.0, seconds)
+    def advance(self, seconds: float) -> None:
+        super().advance(seconds)
         ready = [action for when, action in self._due if when <= self.now]
         self._due = [(when, action) for when, action in self._due if when > self.now]
         for action in ready:
             action()
-        await asyncio.sleep(0)
 
 
 class LatestSnapshot(SnapshotStore):
