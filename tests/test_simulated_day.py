@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 import pytest
@@ -213,6 +214,25 @@ def pro_simulator(clock: FakeClock) -> Simulator:
     )
 
 
+def budgeted_poller(
+    session: aiohttp.ClientSession,
+    sim: Simulator,
+    clock: FakeClock,
+    budget: int | None,
+    **options: Any,
+) -> Poller:
+    """The exporter on `clock`: Pro pacing, an optional daily budget, no rendering."""
+    client = zoom_client(
+        session,
+        sim.api_url,
+        sim.oauth_url,
+        limiter=pro_limiter(clock),
+        budget=DailyBudget(budget) if budget is not None else None,
+        clock=clock,
+    )
+    return Poller(client, LatestSnapshot(), configured=[], clock=clock, **options)
+
+
 @pytest.fixture
 async def day() -> AsyncIterator[tuple[Day, Simulator]]:
     """Run the exporter from 00:00:10 on day 1 until a few cycles into day 2."""
@@ -225,22 +245,14 @@ async def day() -> AsyncIterator[tuple[Day, Simulator]]:
         quota = app_state(sim.app).quota
         quota.used_today(clock.now)  # today's count starts ...
         quota.used += OTHER_APP  # ... with what the other app has spent
-        client = zoom_client(
+        poller = budgeted_poller(
             session,
-            sim.api_url,
-            sim.oauth_url,
-            limiter=pro_limiter(clock),
-            budget=DailyBudget(BUDGET),
-            clock=clock,
-        )
-        poller = Poller(
-            client,
-            LatestSnapshot(),
+            sim,
+            clock,
+            BUDGET,
             interval=BASE_INTERVAL,
             max_interval=MAX_INTERVAL,
-            configured=[],
             max_staleness=DAY,  # deferred meetings keep their last reading in the snapshot
-            clock=clock,
         )
         ad_hoc = ""
         while sum(c.start >= MIDNIGHT for c in result.cycles) < CYCLES_ON_DAY_TWO:
@@ -387,26 +399,14 @@ def test_a_simulated_day_stays_within_the_budget_and_the_rate_limits(
 
 async def test_a_fresh_start_on_a_small_budget_discovers_meetings_at_once() -> None:
     # 3,000 calls a day spent evenly are 1.04 calls per 30 s cycle, less than the 2 discovery
-    # calls; the planner must save up (or stretch the interval) to discover. It does neither:
-    # no meeting is known, so the plan costs nothing, carries nothing over and keeps the base
-    # interval, and discovery waits until 11:30 UTC (when 3,000 / seconds left * 30 >= 2).
+    # calls. Before the fix, no meeting was known, so the plan cost nothing, carried nothing
+    # over and kept the base interval, and discovery waited until 11:30 UTC (when
+    # 3,000 / seconds left * 30 >= 2). Now the first cycle discovers, and unspent allowance
+    # builds up to pay for later discoveries.
     clock = FakeClock(START)
     async with pro_simulator(clock) as sim, aiohttp.ClientSession() as session:
-        client = zoom_client(
-            session,
-            sim.api_url,
-            sim.oauth_url,
-            limiter=pro_limiter(clock),
-            budget=DailyBudget(3_000),
-            clock=clock,
-        )
-        poller = Poller(
-            client,
-            LatestSnapshot(),
-            interval=BASE_INTERVAL,
-            max_interval=MAX_INTERVAL,
-            configured=[],
-            clock=clock,
+        poller = budgeted_poller(
+            session, sim, clock, 3_000, interval=BASE_INTERVAL, max_interval=MAX_INTERVAL
         )
         first_hour: list[Snapshot] = []
         while clock.now < START + 3600:
@@ -424,19 +424,10 @@ async def test_a_cycle_of_more_than_ten_heavy_calls_stays_under_the_per_second_l
     # limiter released it: any 429 is the limiter's own doing.
     clock = FakeClock(START)
     async with pro_simulator(clock) as sim, aiohttp.ClientSession() as session:
-        sim.scenario.add_meeting(
-            participants=100
-        )  # 10 pages, and the other meetings: > 10 Heavy calls
-        client = zoom_client(
-            session,
-            sim.api_url,
-            sim.oauth_url,
-            limiter=pro_limiter(clock),
-            clock=clock,  # no daily budget: every meeting is polled
-        )
-        poller = Poller(
-            client, LatestSnapshot(), interval=60.0, configured=[], concurrency=1, clock=clock
-        )
+        # 10 pages, and the other meetings: more than 10 Heavy calls in a row.
+        sim.scenario.add_meeting(participants=100)
+        # No daily budget: every meeting is polled.
+        poller = budgeted_poller(session, sim, clock, None, interval=60.0, concurrency=1)
         snapshot = await poller.run_cycle()
     assert snapshot.errors == ()
     assert max(len(m.participants) for m in snapshot.meetings) == 100
