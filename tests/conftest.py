@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -87,6 +87,19 @@ class FakeClock(ManualClock):
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session for the test, closed after it."""
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture
+def http(session: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    """The same session, under the name the simulator's tests use for raw HTTP."""
+    return session
 
 
 def zoom_client(

@@ -43,12 +43,6 @@ async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
         yield simulator
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 def make_client(session: aiohttp.ClientSession, sim: Simulator, **overrides: object) -> ZoomClient:
     options: dict[str, object] = {
         "api_url": sim.api_url,

@@ -59,12 +59,6 @@ async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
         yield server
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as http:
-        yield http
-
-
 def make_rig(
     sim: Simulator,
     session: aiohttp.ClientSession,

@@ -64,12 +64,6 @@ async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
         yield server
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def basic(login: str, password: str) -> dict[str, str]:
     encoded = base64.b64encode(f"{login}:{password}".encode()).decode()
     return {"Authorization": f"Basic {encoded}"}

@@ -30,12 +30,6 @@ async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
         yield server
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def limited_sim(clock: FakeClock, **options: Any) -> Simulator:
     """A simulator like `simulator()`, with extra options (rate_limits, daily_limit)."""
     scenario = Scenario(seed=1, clock=clock)
