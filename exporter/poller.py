@@ -173,6 +173,7 @@ class Poller:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = store
+        self._clock = clock
         self._cycle_lock = asyncio.Lock()
         self._discovered: dict[Kind, list[MeetingTarget]] = {k: [] for k in KINDS}
         self._discovery_pages: dict[Kind, int] = dict.fromkeys(KINDS, 1)
@@ -196,7 +197,6 @@ class Poller:
             concurrency=concurrency,
             max_staleness=max_staleness,
             max_interval=max_interval,
-            clock=clock,
         )
 
     def configure(
@@ -209,7 +209,6 @@ class Poller:
         concurrency: int = 4,
         max_staleness: float = 600.0,
         max_interval: float | None = None,
-        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """Set (or, between cycles, replace) the client and the polling settings."""
         self._client = client
@@ -220,12 +219,11 @@ class Poller:
         self._discovery = discovery
         self._semaphore = asyncio.Semaphore(concurrency)
         self._max_staleness = max_staleness
-        self._clock = clock
 
     async def reconfigure(self, client: ZoomClient, **settings: Any) -> None:
         """Apply new settings between cycles (never during one); the data so far is kept."""
         async with self._cycle_lock:
-            self.configure(client, clock=self._clock, **settings)
+            self.configure(client, **settings)
         self._wake.set()
 
     async def republish(self) -> None:
