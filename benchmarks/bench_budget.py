@@ -38,15 +38,16 @@ from types import SimpleNamespace
 import aiohttp
 from pydantic import SecretStr
 
-from exporter.budget import DailyBudget, pages_for
-from exporter.client import DISCOVERY_PAGE_SIZE, ZoomClient
-from exporter.clock import ManualClock
-from exporter.poller import Poller, SnapshotStore
-from exporter.ratelimit import PLANS, RateLimiter
+from exporter.metrics.snapshot import Snapshot
+from exporter.metrics.store import SnapshotStore
+from exporter.polling.planner import pages_for
+from exporter.polling.poller import Poller
 from exporter.settings import BUDGET_SHARE
 from exporter.simulator import RateLimits, Scenario, Simulator
 from exporter.simulator.app import ENDPOINTS
-from exporter.snapshot import Snapshot
+from exporter.simulator.clock import ManualClock
+from exporter.zoom.client import DISCOVERY_PAGE_SIZE, ZoomClient
+from exporter.zoom.limits import PLANS, DailyBudget, RateLimiter
 
 DAY = 86400.0
 DAY_ONE = 20_776 * DAY  # 2026-11-19 00:00 UTC

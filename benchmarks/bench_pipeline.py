@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from exporter.exposition import Exposition
-from exporter.models import Participant
-from exporter.snapshot import MeetingTarget, Snapshot, meeting_reading
+from exporter.metrics.exposition import Exposition
+from exporter.metrics.snapshot import Snapshot, meeting_reading
+from exporter.polling.targets import MeetingTarget
+from exporter.zoom.models import Participant
 
 PAGE = Path(__file__).resolve().parent.parent / "tests" / "data" / "participants_page.json"
 PER_MEETING = 100

@@ -33,35 +33,3 @@ class SystemClock:
 
 
 SYSTEM_CLOCK = SystemClock()
-
-
-class ManualClock:
-    """A clock that moves only when told to, or when someone sleeps on it (time passes at once).
-
-    Callable (for the simulator's Scenario) and a `Clock` (for the exporter), so one object
-    drives both in tests, benchmarks and accelerated simulations. Wall and monotonic time are
-    the same number here.
-    """
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-        self.slept = 0.0  # seconds all sleepers together have waited
-
-    def __call__(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward (never back)."""
-        self.now += max(0.0, seconds)
-
-    async def sleep(self, seconds: float) -> None:
-        """Time passes at once; other tasks get a turn."""
-        self.advance(seconds)
-        self.slept += max(0.0, seconds)
-        await asyncio.sleep(0)

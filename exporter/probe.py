@@ -9,8 +9,9 @@ import sys
 from contextlib import AbstractAsyncContextManager
 from typing import TextIO
 
-from exporter.client import Kind, ZoomClient, ZoomError
-from exporter.snapshot import ParticipantReading, StreamReading, participant_reading
+from exporter.metrics.snapshot import ParticipantReading, StreamReading, participant_reading
+from exporter.zoom.client import ZoomClient, ZoomError
+from exporter.zoom.models import Kind
 
 _STREAM_FIELDS = (
     ("bitrate_bytes", "bitrate", "B/s"),

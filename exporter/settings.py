@@ -18,7 +18,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from exporter.ratelimit import PLANS
+from exporter.zoom.limits import PLANS
 
 ENV_PREFIX = "ZOOM_EXPORTER_"
 DEFAULT_MAX_POLL_INTERVAL = 300.0
@@ -27,7 +27,7 @@ PlanName = Literal["pro", "business", "business_plus", "enterprise", "education"
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class AccountLimits:
     """The rate limits and the daily budget the exporter works within."""
 
     heavy_per_second: float
@@ -174,11 +174,11 @@ class Settings(BaseSettings):
         return max(DEFAULT_MAX_POLL_INTERVAL, self.poll_interval)
 
     @property
-    def limits(self) -> Limits:
+    def limits(self) -> AccountLimits:
         """The plan's limits, overridden by explicit rates and budget."""
         plan = PLANS[self.plan]
         budget = self.daily_request_budget or int(plan.daily_cap * BUDGET_SHARE)
-        return Limits(
+        return AccountLimits(
             heavy_per_second=self.heavy_rate or plan.heavy_per_second,
             resource_intensive_per_second=(
                 self.resource_intensive_rate or plan.resource_intensive_per_minute / 60

@@ -21,10 +21,10 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from exporter.client import ZoomClient
-from exporter.clock import ManualClock
-from exporter.ratelimit import Backoff
 from exporter.simulator import Scenario, Simulator
+from exporter.simulator.clock import ManualClock
+from exporter.zoom.client import ZoomClient
+from exporter.zoom.limits import Backoff
 
 FAST_BACKOFF = Backoff(base=0.01, cap=0.05)  # real sleeps in tests stay short
 

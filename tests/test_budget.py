@@ -13,16 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import FakeClock
-from exporter.budget import (
-    STARVING_AFTER,
-    Candidate,
-    DailyBudget,
-    can_discover,
-    pages_for,
-    plan_cycle,
-)
-from exporter.ratelimit import (
+from exporter.polling.planner import STARVING_AFTER, Candidate, can_discover, pages_for, plan_cycle
+from exporter.zoom.limits import (
     Backoff,
+    DailyBudget,
     RateLimiter,
     TokenBucket,
     parse_retry_after,

@@ -11,7 +11,10 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from conftest import FAST_BACKOFF, FakeClock, zoom_client
-from exporter.client import (
+from exporter.simulator import Scenario, Simulator
+from exporter.simulator.scenario import SEED_MEETING_ID as _SEED_MEETING
+from exporter.simulator.scenario import SEED_PARTICIPANT_ID
+from exporter.zoom.client import (
     ZoomAPIError,
     ZoomAuthError,
     ZoomClient,
@@ -20,9 +23,6 @@ from exporter.client import (
     ZoomTransportError,
     encode_meeting_id,
 )
-from exporter.simulator import Scenario, Simulator
-from exporter.simulator.scenario import SEED_MEETING_ID as _SEED_MEETING
-from exporter.simulator.scenario import SEED_PARTICIPANT_ID
 
 SEED_MEETING_ID = str(_SEED_MEETING)
 

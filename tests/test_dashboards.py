@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, Prometheus, http_get
-from exporter import status_page
+from exporter.web import status_page
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 PROVISIONING = ROOT / "grafana" / "provisioning"

@@ -19,13 +19,14 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from conftest import FakeClock, simulator
-from exporter.budget import DailyBudget
-from exporter.client import ZoomClient
-from exporter.poller import Poller, SnapshotStore, configured_targets
-from exporter.ratelimit import RateLimiter, seconds_until_reset
+from exporter.metrics.snapshot import Snapshot
+from exporter.metrics.store import SnapshotStore
+from exporter.polling.poller import Poller
+from exporter.polling.targets import configured_targets
 from exporter.simulator import SEED_MEETING_ID, Fault, Scenario, Simulator
 from exporter.simulator.app import app_state, zoom_error
-from exporter.snapshot import Snapshot
+from exporter.zoom.client import ZoomClient
+from exporter.zoom.limits import DailyBudget, RateLimiter, seconds_until_reset
 
 SECRET = "s"
 SEED = ("meeting", str(SEED_MEETING_ID))

@@ -8,12 +8,14 @@ from exporter.logfmt import LogfmtFormatter
 
 
 def record(message: str, level: int = logging.INFO) -> logging.LogRecord:
-    return logging.LogRecord("exporter.poller", level, __file__, 1, message, None, None)
+    return logging.LogRecord("exporter.polling.poller", level, __file__, 1, message, None, None)
 
 
 def test_plain_and_quoted_values() -> None:
     line = LogfmtFormatter().format(record("ready"))
-    assert line.startswith("ts=") and line.endswith("level=info logger=exporter.poller msg=ready")
+    assert line.startswith("ts=") and line.endswith(
+        "level=info logger=exporter.polling.poller msg=ready"
+    )
     quoted = LogfmtFormatter().format(record('meeting "a" failed\nHTTP 500', logging.WARNING))
     assert "level=warning" in quoted
     assert quoted.endswith('msg="meeting \\"a\\" failed\\nHTTP 500"')

@@ -9,12 +9,14 @@ import aiohttp
 import pytest
 
 from conftest import FakeClock, simulator, zoom_client
-from exporter.client import ZoomClient
-from exporter.poller import Poller, SnapshotStore, configured_targets
+from exporter.metrics.snapshot import Snapshot
+from exporter.metrics.store import SnapshotStore
+from exporter.polling.poller import Poller
+from exporter.polling.targets import configured_targets
 from exporter.simulator import Scenario, Simulator
 from exporter.simulator.scenario import SEED_MEETING_ID as _SEED_MEETING
 from exporter.simulator.scenario import SEED_PARTICIPANT_ID
-from exporter.snapshot import Snapshot
+from exporter.zoom.client import ZoomClient
 
 SEED_MEETING_ID = str(_SEED_MEETING)
 

@@ -27,13 +27,14 @@ import aiohttp
 import pytest
 
 from conftest import FakeClock, zoom_client
-from exporter.budget import STARVING_AFTER, DailyBudget, pages_for
-from exporter.client import encode_meeting_id
-from exporter.poller import Poller, SnapshotStore
-from exporter.ratelimit import RateLimiter
+from exporter.metrics.snapshot import Snapshot
+from exporter.metrics.store import SnapshotStore
+from exporter.polling.planner import STARVING_AFTER, pages_for
+from exporter.polling.poller import Poller
 from exporter.simulator import RateLimits, Scenario, Simulator
 from exporter.simulator.app import ENDPOINTS, app_state
-from exporter.snapshot import Snapshot
+from exporter.zoom.client import encode_meeting_id
+from exporter.zoom.limits import DailyBudget, RateLimiter
 
 DAY = 86400.0
 DAY_ONE = 20_776 * DAY  # Thursday 2026-11-19 00:00 UTC

@@ -11,7 +11,6 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from exporter.models import LiveMeeting, Participant
 from exporter.simulator import (
     SEED_MEETING_ID,
     SEED_MEETING_TOPIC,
@@ -22,7 +21,8 @@ from exporter.simulator import (
     is_poor,
 )
 from exporter.simulator.qos import SEED_SAMPLE
-from exporter.units import parse_bitrate, parse_duration, parse_percent
+from exporter.zoom.models import LiveMeeting, Participant
+from exporter.zoom.units import parse_bitrate, parse_duration, parse_percent
 
 START = 1_795_820_400.0  # 2026-11-27T23:00:00Z, an hour before a UTC midnight
 CREDS = {"client_id": "cid", "client_secret": "secret", "account_id": "acct"}

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.collector import registry_for
-from exporter.exposition import Exposition
-from exporter.models import Participant
-from exporter.snapshot import MeetingTarget, Snapshot, meeting_reading
+from exporter.metrics.collectors import registry_for
+from exporter.metrics.exposition import Exposition
+from exporter.metrics.snapshot import Snapshot, meeting_reading
+from exporter.polling.targets import MeetingTarget
+from exporter.zoom.models import Participant
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden.prom"
@@ -178,7 +179,7 @@ def test_renderer_matches_prometheus_client() -> None:
     from prometheus_client import generate_latest
     from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-    from exporter.exposition import format_exposition
+    from exporter.metrics.exposition import format_exposition
 
     tricky = Participant.model_validate(
         {
@@ -206,6 +207,6 @@ def test_renderer_matches_prometheus_client() -> None:
 def test_go_float_matches_prometheus_client(number: float) -> None:
     from prometheus_client.utils import floatToGoString
 
-    from exporter.exposition import go_float
+    from exporter.metrics.exposition import go_float
 
     assert go_float(number) == floatToGoString(number)

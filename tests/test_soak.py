@@ -44,7 +44,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Exporter, http_get, start_exporter, stop_process, wait_for, wait_ready
-from exporter.cli import DEMO_ACCOUNT, DEMO_CLIENT, DEMO_SECRET
+from exporter.daemon import DEMO_ACCOUNT, DEMO_CLIENT, DEMO_SECRET
 
 SPEED = 40.0  # scenario seconds per real second
 POLL_INTERVAL = 1.0

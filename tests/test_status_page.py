@@ -11,15 +11,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Exporter, http_get
-from exporter import status_page
-from exporter.snapshot import (
+from exporter.metrics.snapshot import (
     BudgetReading,
     MeetingReading,
-    MeetingTarget,
     ParticipantReading,
     Snapshot,
     StreamReading,
 )
+from exporter.polling.targets import MeetingTarget
+from exporter.web import status_page
 
 EVIL = '<script>alert("x")</script>&'
 
@@ -210,7 +210,9 @@ def test_meetings_participants_and_quality() -> None:
         (status_page.LOSS, None, "unknown"),
     ],
 )
-def test_zoom_thresholds(limits: status_page.Limits, value: float | None, expected: str) -> None:
+def test_zoom_thresholds(
+    limits: status_page.Thresholds, value: float | None, expected: str
+) -> None:
     assert limits.judge(value) == expected
 
 

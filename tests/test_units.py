@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter import units
+from exporter.zoom import units
 
 
 @pytest.mark.parametrize(

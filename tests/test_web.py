@@ -10,9 +10,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from conftest import simulator, zoom_client
-from exporter.poller import Poller, SnapshotStore
+from exporter.metrics.store import SnapshotStore
+from exporter.polling.poller import Poller
 from exporter.simulator import Scenario, Simulator
-from exporter.web import create_app
+from exporter.web.app import create_app
 
 
 @pytest.fixture

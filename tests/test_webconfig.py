@@ -14,7 +14,7 @@ import pytest
 
 from conftest import Exporter, start_exporter, stop_process, wait_for
 from exporter.settings import SettingsError
-from exporter.webconfig import load_web_config
+from exporter.web.webconfig import load_web_config
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:

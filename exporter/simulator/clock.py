@@ -1,7 +1,9 @@
-"""Clocks for the scenario: `ScaledClock` runs the simulated world faster than real time."""
+"""Clocks for simulated worlds: `ScaledClock` runs the scenario faster than real time, and
+`ManualClock` moves only when told to (tests, benchmarks, accelerated simulations)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -35,3 +37,35 @@ class ScaledClock:
 
     def __repr__(self) -> str:
         return f"ScaledClock(speed={self.speed}, start={self.start})"
+
+
+class ManualClock:
+    """A clock that moves only when told to, or when someone sleeps on it (time passes at once).
+
+    Callable (for the simulator's Scenario) and a `Clock` (for the exporter), so one object
+    drives both in tests, benchmarks and accelerated simulations. Wall and monotonic time are
+    the same number here.
+    """
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.slept = 0.0  # seconds all sleepers together have waited
+
+    def __call__(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward (never back)."""
+        self.now += max(0.0, seconds)
+
+    async def sleep(self, seconds: float) -> None:
+        """Time passes at once; other tasks get a turn."""
+        self.advance(seconds)
+        self.slept += max(0.0, seconds)
+        await asyncio.sleep(0)

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import ProcessCollector
 
-from exporter.budget import Candidate, can_discover, pages_for, plan_cycle
-from exporter.client import (
+from exporter.clock import SYSTEM_CLOCK, Clock
+from exporter.metrics.snapshot import (
+    UP_STATES,
+    BudgetReading,
+    MeetingReading,
+    Snapshot,
+    meeting_reading,
+)
+from exporter.polling.planner import Candidate, can_discover, pages_for, plan_cycle
+from exporter.polling.targets import MeetingTarget, discovered_target, merge_targets
+from exporter.zoom.client import (
     DISCOVERY_PAGE_SIZE,
     OAUTH_ENDPOINT,
-    Kind,
     ZoomAPIError,
     ZoomAuthError,
     ZoomClient,
@@ -26,85 +33,21 @@ from exporter.client import (
     ZoomPausedError,
     ZoomTokenError,
 )
-from exporter.clock import SYSTEM_CLOCK, Clock
-from exporter.exposition import Exposition
-from exporter.models import LiveMeeting
-from exporter.ratelimit import RESOURCE_INTENSIVE, seconds_until_reset
-from exporter.snapshot import (
-    UP_STATES,
-    BudgetReading,
-    MeetingReading,
-    MeetingTarget,
-    Snapshot,
-    meeting_reading,
-)
+from exporter.zoom.limits import RESOURCE_INTENSIVE, seconds_until_reset
+from exporter.zoom.models import KINDS, Kind
 
 log = logging.getLogger(__name__)
 
-KINDS: tuple[Kind, ...] = ("meeting", "webinar")
 UNLIMITED = 10**12  # the remaining budget when no daily budget is set
 
 
-class SnapshotStore:
-    """Holds the current rendered snapshot. Replacing it is one reference assignment."""
-
-    def __init__(self) -> None:
-        self.exposition = Exposition(Snapshot()).prerender()
-        self.ready = asyncio.Event()
+class Publisher(Protocol):
+    """Where each cycle's snapshot goes (the metrics layer's SnapshotStore)."""
 
     @property
-    def snapshot(self) -> Snapshot:
-        return self.exposition.snapshot
+    def snapshot(self) -> Snapshot: ...
 
-    async def publish(self, snapshot: Snapshot) -> None:
-        exposition = await asyncio.to_thread(Exposition(snapshot).prerender)
-        self.exposition = exposition
-        if snapshot.complete_cycles > 0:
-            self.ready.set()
-
-
-def configured_targets(
-    meeting_ids: Iterable[str], webinar_ids: Iterable[str]
-) -> list[MeetingTarget]:
-    targets = [MeetingTarget("meeting", mid, mid) for mid in meeting_ids]
-    targets += [MeetingTarget("webinar", wid, wid) for wid in webinar_ids]
-    return targets
-
-
-def discovered_target(kind: Kind, live: LiveMeeting) -> MeetingTarget | None:
-    """A discovered meeting is labelled by its numeric id and polled by its UUID (this instance)."""
-    label = live.id or live.uuid
-    if not label:
-        return None
-    return MeetingTarget(
-        kind=kind,
-        meeting_id=label,
-        api_id=live.uuid or label,
-        topic=live.topic or "",
-        uuid=live.uuid or "",
-        host=live.host or "",
-        source="discovered",
-    )
-
-
-def merge_targets(
-    configured: list[MeetingTarget], discovered: Iterable[MeetingTarget]
-) -> list[MeetingTarget]:
-    """Configured ids first; a discovered meeting with the same id lends its details."""
-    by_key: dict[tuple[str, str], MeetingTarget] = {}
-    for target in configured:
-        by_key.setdefault((target.kind, target.meeting_id), target)
-    for found in discovered:
-        keys = [(found.kind, found.meeting_id), (found.kind, found.uuid)]
-        match = next((k for k in keys if k in by_key), None)
-        if match is None:
-            by_key[(found.kind, found.meeting_id)] = found
-        elif by_key[match].source == "configured":
-            mine = by_key[match]
-            by_key[match] = MeetingTarget(
-                mine.kind, mine.meeting_id, mine.api_id, found.topic, found.uuid, found.host
-            )
-    return list(by_key.values())
+    async def publish(self, snapshot: Snapshot) -> None: ...
 
 
 @dataclass
@@ -162,7 +105,7 @@ class Poller:
     def __init__(
         self,
         client: ZoomClient,
-        store: SnapshotStore,
+        store: Publisher,
         *,
         interval: float,
         configured: list[MeetingTarget],

@@ -20,7 +20,7 @@ from html import escape
 from typing import Final, Literal
 
 from exporter import __version__
-from exporter.snapshot import MeetingReading, ParticipantReading, Snapshot, StreamReading
+from exporter.metrics.snapshot import MeetingReading, ParticipantReading, Snapshot, StreamReading
 
 Quality = Literal["good", "fair", "poor", "unknown"]
 _RANK: Final[dict[Quality, int]] = {"unknown": 0, "good": 1, "fair": 2, "poor": 3}
@@ -28,7 +28,7 @@ REFRESH_SECONDS: Final = 30
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class Thresholds:
     """Above `fair` a value is fair, above `poor` it is poor (Zoom's guidance)."""
 
     fair: float
@@ -44,9 +44,9 @@ class Limits:
         return "good"
 
 
-LATENCY: Final = Limits(fair=0.120, poor=0.150)  # seconds
-JITTER: Final = Limits(fair=0.030, poor=0.040)  # seconds
-LOSS: Final = Limits(fair=0.015, poor=0.02)  # ratio of the sample's average loss
+LATENCY: Final = Thresholds(fair=0.120, poor=0.150)  # seconds
+JITTER: Final = Thresholds(fair=0.030, poor=0.040)  # seconds
+LOSS: Final = Thresholds(fair=0.015, poor=0.02)  # ratio of the sample's average loss
 
 # Zoom's network-indicator bands. The exporter stores bitrate in bytes per second:
 # 72 kbps = 72_000 / 8 = 9_000 B/s. (upper bound in B/s, band name, quality)

@@ -9,14 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
 from prometheus_client.core import Metric
 
-from exporter import units
-from exporter.models import Participant, QosSample, StreamQos
-
-Kind = Literal["meeting", "webinar"]
+from exporter.polling.targets import MeetingTarget
+from exporter.zoom import units
+from exporter.zoom.models import Participant, QosSample, StreamQos
 
 # Descriptive participant fields exported as labels of zoom_participant_info.
 PARTICIPANT_INFO_FIELDS: tuple[str, ...] = (
@@ -30,19 +28,6 @@ PARTICIPANT_INFO_FIELDS: tuple[str, ...] = (
     "pc_name",
     "domain",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class MeetingTarget:
-    """A meeting or webinar to poll: its label id, the id used in API paths, and what we know."""
-
-    kind: Kind
-    meeting_id: str
-    api_id: str
-    topic: str = ""
-    uuid: str = ""
-    host: str = ""
-    source: Literal["configured", "discovered"] = "configured"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,15 +9,15 @@ import asyncio
 
 from aiohttp import web
 
-from exporter import status_page
-from exporter.exposition import (
+from exporter.metrics.exposition import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
     wants_gzip,
     wants_openmetrics,
 )
-from exporter.poller import SnapshotStore
-from exporter.webconfig import WebConfig, middlewares
+from exporter.metrics.store import SnapshotStore
+from exporter.web import status_page
+from exporter.web.webconfig import WebConfig, middlewares
 
 STORE = web.AppKey("store", SnapshotStore)
 TELEMETRY_PATH = web.AppKey("telemetry_path", str)

@@ -14,30 +14,28 @@ import random
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 from pydantic import SecretStr, ValidationError
 from yarl import URL
 
-from exporter.budget import DailyBudget
 from exporter.clock import SYSTEM_CLOCK, Clock
-from exporter.models import LiveMeeting, Participant
-from exporter.ratelimit import (
+from exporter.zoom.limits import (
     HEAVY,
     RESOURCE_INTENSIVE,
     Backoff,
+    DailyBudget,
     RateLimiter,
     parse_retry_after,
     seconds_until_reset,
 )
+from exporter.zoom.models import Kind, LiveMeeting, Participant
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", LiveMeeting, Participant)
-
-Kind = Literal["meeting", "webinar"]
 
 QOS_PAGE_SIZE = 10  # Zoom's cap for the participant QoS lists
 DISCOVERY_PAGE_SIZE = 300

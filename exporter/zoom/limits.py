@@ -25,7 +25,7 @@ _SLACK: Final = 1e-6  # float rounding must not leave a caller waiting for 0.999
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class AccountPlan:
     """One Zoom plan's limits for an account."""
 
     name: str
@@ -34,9 +34,9 @@ class Plan:
     daily_cap: int
 
 
-_PRO = Plan("pro", 10, 10, 30_000)
-_BUSINESS = Plan("business", 40, 20, 60_000)
-PLANS: Final[dict[str, Plan]] = {
+_PRO = AccountPlan("pro", 10, 10, 30_000)
+_BUSINESS = AccountPlan("business", 40, 20, 60_000)
+PLANS: Final[dict[str, AccountPlan]] = {
     "pro": _PRO,
     "business": _BUSINESS,
     "business_plus": _BUSINESS,
@@ -151,3 +151,40 @@ class RateLimiter:
         """Whether `calls` calls of `category` could go now without waiting."""
         bucket = self.buckets[category]
         return bucket.available() + _SLACK >= min(float(calls), bucket.burst)
+
+
+class DailyBudget:
+    """Counts this exporter's calls per UTC day against its share of the daily cap.
+
+    `remaining` is the lower of our own count and the account-wide X-RateLimit-Remaining that
+    Zoom last reported (other apps spend from the same cap).
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._day = -1
+        self._used = 0
+        self._reported: int | None = None
+
+    def _roll(self, now: float) -> None:
+        day = int(now // 86400)
+        if day != self._day:
+            self._day, self._used, self._reported = day, 0, None
+
+    def spend(self, now: float, calls: int = 1) -> None:
+        self._roll(now)
+        self._used += calls
+
+    def observe(self, now: float, reported_remaining: int) -> None:
+        """Zoom's X-RateLimit-Remaining, as it arrived with an answer."""
+        self._roll(now)
+        self._reported = max(0, reported_remaining)
+
+    def used(self, now: float) -> int:
+        self._roll(now)
+        return self._used
+
+    def remaining(self, now: float) -> int:
+        self._roll(now)
+        own = max(0, self.budget - self._used)
+        return own if self._reported is None else min(own, self._reported)

@@ -7,9 +7,12 @@ field is optional, and a value of the wrong type becomes None instead of failing
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+Kind = Literal["meeting", "webinar"]
+KINDS: Final[tuple[Kind, ...]] = ("meeting", "webinar")
 
 
 def _text(value: Any) -> str | None:

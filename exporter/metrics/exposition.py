@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import Metric
 
-from exporter.collector import registry_for
-from exporter.snapshot import Snapshot
+from exporter.metrics.collectors import registry_for
+from exporter.metrics.snapshot import Snapshot
 
 # The classic text format that every Prometheus speaks, and OpenMetrics 1.0 when asked for it.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -1,4 +1,4 @@
-"""The daily request budget, and the planner that spreads it over the day.
+"""The planner that spreads the daily request budget over the day.
 
 Zoom's daily cap is shared by every app on the account and resets at 00:00 UTC. The exporter
 spends at most its own share (`daily_request_budget`). Before each cycle the planner:
@@ -26,9 +26,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from exporter.ratelimit import seconds_until_reset
+from exporter.zoom.client import QOS_PAGE_SIZE
+from exporter.zoom.limits import seconds_until_reset
 
-QOS_PAGE_SIZE = 10
 STARVING_AFTER = 3  # cycles in a row a meeting may be deferred before it jumps the queue
 EPSILON = 1e-6  # float slack: an allowance of 0.9999999 calls pays for one
 
@@ -36,43 +36,6 @@ EPSILON = 1e-6  # float slack: an allowance of 0.9999999 calls pays for one
 def pages_for(records: int, page_size: int = QOS_PAGE_SIZE) -> int:
     """Calls to list `records` entries: ceil(records / page_size), and at least one."""
     return max(1, math.ceil(max(0, records) / page_size))
-
-
-class DailyBudget:
-    """Counts this exporter's calls per UTC day against its share of the daily cap.
-
-    `remaining` is the lower of our own count and the account-wide X-RateLimit-Remaining that
-    Zoom last reported (other apps spend from the same cap).
-    """
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self._day = -1
-        self._used = 0
-        self._reported: int | None = None
-
-    def _roll(self, now: float) -> None:
-        day = int(now // 86400)
-        if day != self._day:
-            self._day, self._used, self._reported = day, 0, None
-
-    def spend(self, now: float, calls: int = 1) -> None:
-        self._roll(now)
-        self._used += calls
-
-    def observe(self, now: float, reported_remaining: int) -> None:
-        """Zoom's X-RateLimit-Remaining, as it arrived with an answer."""
-        self._roll(now)
-        self._reported = max(0, reported_remaining)
-
-    def used(self, now: float) -> int:
-        self._roll(now)
-        return self._used
-
-    def remaining(self, now: float) -> int:
-        self._roll(now)
-        own = max(0, self.budget - self._used)
-        return own if self._reported is None else min(own, self._reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +50,9 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class CyclePlan:
+    """What one cycle does: its interval, the meetings it polls and those it defers."""
+
     interval: float  # seconds until the next cycle starts
     selected: tuple[tuple[str, str], ...]  # meetings to poll, in order
     deferred: tuple[tuple[str, str], ...]  # meetings left out to stay within the budget
@@ -133,7 +98,7 @@ def plan_cycle(
     discovery_pages: int = 0,
     credit: float = 0.0,
     bootstrap: bool = False,
-) -> Plan:
+) -> CyclePlan:
     """Choose this cycle's interval and meetings so the budget lasts until 00:00 UTC.
 
     `remaining` is the budget left before this cycle's discovery, which made `discovery_calls`
@@ -152,7 +117,7 @@ def plan_cycle(
         allowance = min(float(remaining), max(allowance, float(full)))
     if allowance + EPSILON >= full:
         carry = min(allowance - full, float(full + discovery_pages))
-        return Plan(interval, tuple(c.key for c in ordered), (), full, full, carry)
+        return CyclePlan(interval, tuple(c.key for c in ordered), (), full, full, carry)
 
     budget = allowance - discovery_calls
     selected: list[tuple[str, str]] = []
@@ -168,7 +133,7 @@ def plan_cycle(
         deferred.append(candidate.key)
         if candidate.deferred >= STARVING_AFTER:
             blocked = True  # it waits for credit to build up; nobody overtakes it
-    return Plan(
+    return CyclePlan(
         interval=interval,
         selected=tuple(selected),
         deferred=tuple(deferred),

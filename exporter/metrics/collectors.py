@@ -19,13 +19,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
-from exporter.ratelimit import HEAVY, RESOURCE_INTENSIVE
-from exporter.snapshot import STATES, Snapshot, StreamReading
+from exporter.metrics.snapshot import STATES, Snapshot, StreamReading
+from exporter.zoom.limits import HEAVY, RESOURCE_INTENSIVE
+from exporter.zoom.models import KINDS
 
 REFRESH: Final = " Refreshed each poll cycle."
 PARTICIPANT_LABELS: Final = ["kind", "meeting_id", "participant_id"]
 STREAM_LABELS: Final = [*PARTICIPANT_LABELS, "media", "stream"]
-KINDS: Final = ("meeting", "webinar")
 
 # (metric name, help, StreamReading attribute) for the one-value-per-stream gauges.
 _STREAM_GAUGES: Final = (
