@@ -40,6 +40,7 @@ from pydantic import SecretStr
 
 from exporter.metrics.snapshot import Snapshot
 from exporter.metrics.store import SnapshotStore
+from exporter.polling.health import Health
 from exporter.polling.planner import pages_for
 from exporter.polling.poller import Poller
 from exporter.settings import BUDGET_SHARE
@@ -62,7 +63,8 @@ Key = tuple[str, str]
 class Unrendered(SnapshotStore):
     """Keeps each snapshot without rendering the exposition (not what is measured here)."""
 
-    async def publish(self, snapshot: Snapshot) -> None:
+    async def publish(self, snapshot: Snapshot, health: Health) -> None:
+        self.health = health
         self.ready.set()
 
 
@@ -99,7 +101,7 @@ class Config:
 class Cycle:
     index: int
     start: float
-    snapshot: Snapshot
+    health: Health
     calls: int  # API calls the simulator counted (the token endpoint aside)
     discovery_minimum: int
     qos_minimum: int
@@ -146,7 +148,7 @@ class Harness:
         start = self.clock.now
         live = self.live()
         before, statuses = self.sim.stats, self.wire.statuses.copy()
-        snapshot = await self.poller.run_cycle()
+        report = await self.poller.run_cycle()
         after = self.sim.stats
         delta = {e: after[e] - before[e] for e in API_ENDPOINTS}
         answers = self.wire.statuses - statuses
@@ -157,7 +159,7 @@ class Harness:
         )
         polled: dict[Key, int] = {
             (r.target.kind, r.target.meeting_id): r.listed
-            for r in snapshot.meetings
+            for r in report.snapshot.meetings
             if r.polled_at >= start
         }
         interval = self.poller.effective_interval
@@ -165,7 +167,7 @@ class Harness:
         return Cycle(
             index=index,
             start=start,
-            snapshot=snapshot,
+            health=report.health,
             calls=sum(delta.values()),
             discovery_minimum=discovery,
             qos_minimum=sum(pages_for(n) for n in polled.values()),
@@ -240,12 +242,12 @@ async def per_cycle(config: Config, cycles: int) -> None:
     async with harness(config, START) as bench:
         for index in range(1, cycles + 1):
             c = await bench.cycle(index)
-            equal += c.calls == c.minimum == c.snapshot.cycle_requests
+            equal += c.calls == c.minimum == c.health.cycle_requests
             print(
                 f"{index:>5} {clock_text(c.start):>8} {len(c.live):>4} {len(c.polled):>6} "
-                f"{c.snapshot.meetings_deferred:>8} {c.discovery_minimum:>9} "
+                f"{c.health.meetings_deferred:>8} {c.discovery_minimum:>9} "
                 f"{c.qos_minimum:>9} {c.gone:>3} {c.minimum:>7} {c.calls:>5} "
-                f"{c.snapshot.cycle_requests or 0:>8} {c.rate_limited:>3} {c.interval:>6.1f}s"
+                f"{c.health.cycle_requests or 0:>8} {c.rate_limited:>3} {c.interval:>6.1f}s"
             )
     print(f"calls == minimum == the exporter's own count in {equal} of {cycles} cycles\n")
 
@@ -273,8 +275,8 @@ async def whole_day(config: Config) -> None:
             longest[key] = max(longest[key], n)
         size.update(c.polled)
     calls = sum(c.calls for c in cycles)
-    polling = [c.interval for c in cycles if c.snapshot.state == "ok"]
-    states = Counter(c.snapshot.state for c in cycles)
+    polling = [c.interval for c in cycles if c.health.state == "ok"]
+    states = Counter(c.health.state for c in cycles)
     worst = max(longest.values(), default=0)
     worst_sizes = sorted({size.get(k, 0) for k, n in longest.items() if n == worst})
     waits = sorted(longest.values())
@@ -292,7 +294,7 @@ async def whole_day(config: Config) -> None:
         f"effective interval:    mean {statistics.fmean(polling):.1f} s, "
         f"min {min(polling):.1f} s, max {max(polling):.1f} s"
     )
-    print(f"meetings deferred:     {sum(c.snapshot.meetings_deferred for c in cycles)} in all")
+    print(f"meetings deferred:     {sum(c.health.meetings_deferred for c in cycles)} in all")
     which = f" (meetings listing {worst_sizes} entries)" if worst else ""
     print(
         f"staleness:             max {worst} cycles in a row without a poll{which}; "

@@ -29,6 +29,8 @@ _FLAG_FIELDS = {
     "zoom.api_url": "api_url",
     "zoom.oauth_url": "oauth_url",
     "log.level": "log_level",
+    "log.format": "log_format",
+    "storage.path": "storage_path",
     "demo.speed": "demo_speed",
 }
 
@@ -63,6 +65,13 @@ def _common(parser: argparse.ArgumentParser, default: Any = None) -> None:
         metavar="LEVEL",
         help="debug, info, warning or error",
         choices=["debug", "info", "warning", "error"],
+        default=default,
+    )
+    parser.add_argument(
+        "--log.format",
+        metavar="FORMAT",
+        help="logfmt or json",
+        choices=["logfmt", "json"],
         default=default,
     )
     parser.add_argument(
@@ -108,6 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="exporter-toolkit web config: TLS and basic auth (see README)",
     )
     parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="web.enable_lifecycle",
+        action="store_true",
+        help="answer POST /-/reload (reload the configuration), as Prometheus does",
+    )
+    parser.add_argument(
+        "--storage.path",
+        metavar="DIR",
+        type=Path,
+        dest="storage.path",
+        help="directory for the state file (today's API spend survives restarts)",
+    )
+    parser.add_argument(
         "--poll.interval",
         metavar="SECONDS",
         type=float,
@@ -133,6 +155,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     if values.get("demo"):
         out["demo"] = True
+    if values.get("web.enable_lifecycle"):
+        out["web_enable_lifecycle"] = True
     return out
 
 
@@ -154,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"zoom-qos-exporter: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    logfmt.configure(settings.log_level)
+    logfmt.configure(settings.log_level, settings.log_format)
     if args.command == "probe":
         return asyncio.run(probe.run(args, daemon.zoom_client(settings)))
     return asyncio.run(daemon.serve(lambda: _settings(args), settings, web_config))

@@ -1,5 +1,5 @@
-"""The running exporter: wires settings, the Zoom client, the poller and the web server; reloads
-on SIGHUP; serves until SIGTERM."""
+"""The running exporter: wires settings, the Zoom client, the poller and the web server;
+reloads on SIGHUP (and POST /-/reload); serves until SIGTERM."""
 
 from __future__ import annotations
 
@@ -16,16 +16,23 @@ import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
-from exporter import __version__, logfmt
+from exporter import __version__, build, logfmt, signals
 from exporter.clock import SYSTEM_CLOCK
+from exporter.logfmt import kv
+from exporter.metrics.selfmetrics import SelfMetrics
+from exporter.metrics.snapshot import Snapshot
 from exporter.metrics.store import SnapshotStore
+from exporter.polling.health import Health
 from exporter.polling.poller import Poller
 from exporter.polling.targets import configured_targets
 from exporter.settings import Settings, SettingsError
 from exporter.web.app import create_app
 from exporter.web.webconfig import WebConfig, ssl_context
+from exporter.zoom.auth import TokenProvider
 from exporter.zoom.client import ZoomClient
-from exporter.zoom.limits import DailyBudget, RateLimiter
+from exporter.zoom.limits import DailyBudget, Holds, RateLimiter, StateFile, seconds_until_reset
+from exporter.zoom.telemetry import ApiTelemetry
+from exporter.zoom.transport import DAILY_LIMIT_REACHED
 
 log = logging.getLogger("exporter")
 
@@ -79,7 +86,7 @@ async def zoom_account(settings: Settings) -> AsyncIterator[ZoomAccount]:
         daily_limit=DEMO_DAILY_CAP,
         rate_limits=limits,
     ) as sim:
-        log.info("demo mode: polling the built-in Zoom simulator at %s", sim.api_url)
+        log.info("demo mode: polling the built-in Zoom simulator", extra=kv(url=sim.api_url))
         yield ZoomAccount(
             sim.api_url, sim.oauth_url, DEMO_ACCOUNT, DEMO_CLIENT, SecretStr(DEMO_SECRET)
         )
@@ -88,17 +95,18 @@ async def zoom_account(settings: Settings) -> AsyncIterator[ZoomAccount]:
 def build_client(
     session: aiohttp.ClientSession,
     settings: Settings,
-    endpoints: ZoomAccount,
+    account: ZoomAccount,
     budget: DailyBudget | None = None,
 ) -> ZoomClient:
+    """A client with state of its own (for `probe`); the daemon's share its state."""
     limits = settings.limits
     return ZoomClient(
         session,
-        api_url=endpoints.api_url,
-        oauth_url=endpoints.oauth_url,
-        account_id=endpoints.account_id,
-        client_id=endpoints.client_id,
-        client_secret=endpoints.client_secret,
+        api_url=account.api_url,
+        oauth_url=account.oauth_url,
+        account_id=account.account_id,
+        client_id=account.client_id,
+        client_secret=account.client_secret,
         timeout=settings.request_timeout,
         limiter=RateLimiter(
             limits.heavy_per_second, limits.resource_intensive_per_second, SYSTEM_CLOCK
@@ -140,62 +148,217 @@ def poll_options(settings: Settings) -> dict[str, Any]:
 
 
 # Settings a reload cannot change: they need a restart.
-_RESTART_ONLY = ("listen_address", "telemetry_path", "demo", "demo_speed")
+_RESTART_ONLY = (
+    "listen_address",
+    "telemetry_path",
+    "demo",
+    "demo_speed",
+    "storage_path",
+    "web_enable_lifecycle",
+)
+
+
+def token_provider(account: ZoomAccount) -> TokenProvider:
+    return TokenProvider(
+        oauth_url=account.oauth_url,
+        account_id=account.account_id,
+        client_id=account.client_id,
+        client_secret=account.client_secret,
+    )
 
 
 class Daemon:
-    """The running exporter: settings, the Zoom client and the poller; reloads on SIGHUP."""
+    """The running exporter: settings, the Zoom client and the poller; reloads on SIGHUP.
+
+    The daemon owns everything that must outlive a reload: the token (kept unless the
+    credentials change), the holds (a daily limit, refused credentials or permissions), the
+    rate-limit buckets, the day's spend (also kept in the state file across restarts) and the
+    API counters. A reload builds a new client around them.
+    """
 
     def __init__(
         self,
         load: Callable[[], Settings],
         settings: Settings,
         session: aiohttp.ClientSession,
-        endpoints: ZoomAccount,
+        account: ZoomAccount,
         store: SnapshotStore,
     ) -> None:
         self.load = load
         self.settings = settings
         self.session = session
-        self.endpoints = endpoints
+        self.account = account
+        self.store = store
+        self.telemetry = ApiTelemetry()
+        self.holds = Holds()
         self.budget = DailyBudget(daily_budget(settings))
-        client = build_client(session, settings, endpoints, self.budget)
-        self.poller = Poller(client, store, **poll_options(settings))
-        self.reload_success: float = time.time()
-        self.poller.config_reload = (True, self.reload_success)
+        limits = settings.limits
+        self.limiter = RateLimiter(
+            limits.heavy_per_second, limits.resource_intensive_per_second, SYSTEM_CLOCK
+        )
+        self.token = token_provider(account)
+        self.state_file = StateFile(settings.storage_path) if settings.storage_path else None
+        resumed = self._resume()
+        self.poller = Poller(self.client(), self, resumed=resumed, **poll_options(settings))
+        self.config_reload: tuple[bool, float | None] = (True, time.time())
+        self._reload_lock = asyncio.Lock()
 
-    async def reload(self) -> bool:
-        """Read the settings again; apply them, or keep the old ones and say why."""
-        try:
-            settings = self.load()
-        except SettingsError as error:
-            log.error("reload failed, keeping the previous settings: %s", error)
-            self.poller.config_reload = (False, self.reload_success)
-            await self.poller.republish()
+    # -- what the self-metrics read (DaemonView) ----------------------------------------------
+
+    @property
+    def health(self) -> Health:
+        return self.store.health
+
+    @property
+    def token_expiry(self) -> float | None:
+        return self.token.expires_at
+
+    # -- the client and the state that outlives it --------------------------------------------
+
+    def client(self) -> ZoomClient:
+        return ZoomClient(
+            self.session,
+            api_url=self.account.api_url,
+            oauth_url=self.account.oauth_url,
+            account_id=self.account.account_id,
+            client_id=self.account.client_id,
+            client_secret=self.account.client_secret,
+            timeout=self.settings.request_timeout,
+            limiter=self.limiter,
+            budget=self.budget,
+            max_retries=self.settings.max_retries,
+            token=self.token,
+            holds=self.holds,
+            telemetry=self.telemetry,
+        )
+
+    def _resume(self) -> bool:
+        """Take today's spend (and a daily-limit pause) from the state file; True if it had
+        a cycle of today."""
+        if self.state_file is None:
             return False
+        state = self.state_file.load()
+        if state is None:
+            return False
+        now = time.time()
+        budget = state.get("budget")
+        resumed = isinstance(budget, dict) and self.budget.resume(now, budget)
+        until = state.get("daily_limit_until")
+        if isinstance(until, int | float) and now < until <= now + seconds_until_reset(now):
+            self.holds.hold(Holds.ALL, float(until), "daily_limit", DAILY_LIMIT_REACHED)
+        if resumed:
+            log.info(
+                "resumed today's API spend from the state file",
+                extra=kv(used=self.budget.used(now), path=str(self.state_file.path)),
+            )
+        return resumed
+
+    def _state(self) -> dict[str, Any]:
+        now = time.time()
+        state: dict[str, Any] = {"budget": self.budget.state(now), "saved_at": now}
+        held = self.holds.active(Holds.ALL, now)
+        if held is not None and held.reason == "daily_limit":
+            state["daily_limit_until"] = held.until
+        return state
+
+    async def save(self) -> None:
+        if self.state_file is not None:
+            await asyncio.to_thread(self.state_file.save, self._state())
+
+    async def publish(self, snapshot: Snapshot, health: Health) -> None:
+        """The poller's Publisher: serve the cycle, then keep the day's spend on disk."""
+        await self.store.publish(snapshot, health)
+        await self.save()
+
+    # -- reload -------------------------------------------------------------------------------
+
+    async def reload(self) -> str | None:
+        """Read the settings again and apply them, or keep the old ones and say why.
+
+        Reloads run one at a time, in the order asked for; every failure, of any kind, is
+        reported as one. Returns None on success, or the reason it failed.
+        """
+        async with self._reload_lock:
+            try:
+                settings = self.load()
+                self._apply(settings)
+                await self.poller.reconfigure(self.client(), **poll_options(settings))
+            except SettingsError as error:
+                return self._reload_failed(str(error))
+            except Exception as error:  # a bug must not leave a success behind, nor kill us
+                log.exception("reload failed unexpectedly")
+                return self._reload_failed(f"unexpected {type(error).__name__}")
+            self.config_reload = (True, time.time())
+            log.info("configuration reloaded")
+            return None
+
+    def _reload_failed(self, why: str) -> str:
+        log.error("reload failed, keeping the previous settings", extra=kv(error=why))
+        self.config_reload = (False, self.config_reload[1])
+        return why
+
+    def _apply(self, settings: Settings) -> None:
         for name in _RESTART_ONLY:
             if getattr(settings, name) != getattr(self.settings, name):
-                log.warning("reload: %s changed; it takes effect after a restart", name)
+                log.warning(
+                    "reload: a setting takes effect after a restart", extra=kv(setting=name)
+                )
                 setattr(settings, name, getattr(self.settings, name))
-        logfmt.configure(settings.log_level)
-        endpoints = self.endpoints if settings.demo else real_account(settings)
+        logfmt.configure(settings.log_level, settings.log_format)
+        account = self.account if settings.demo else real_account(settings)
+        token = token_provider(account)
+        if token.identity != self.token.identity:
+            log.info("reload: the credentials changed; a new token will be requested")
+            self.token = token
         self.budget.budget = daily_budget(settings)
-        client = build_client(self.session, settings, endpoints, self.budget)
-        await self.poller.reconfigure(client, **poll_options(settings))
-        self.settings, self.endpoints = settings, endpoints
-        self.reload_success = time.time()
-        self.poller.config_reload = (True, self.reload_success)
-        log.info("configuration reloaded")
-        return True
+        limits = settings.limits
+        self.limiter.set_rates(limits.heavy_per_second, limits.resource_intensive_per_second)
+        self.settings, self.account = settings, account
 
 
 async def serve(load: Callable[[], Settings], settings: Settings, web_config: WebConfig) -> int:
-    """Run the exporter until SIGTERM or SIGINT; `load` reads the settings again on SIGHUP."""
+    """Run the exporter until SIGTERM or SIGINT; `load` reads the settings again on a reload."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[str | None]] = set()
+    daemon: Daemon | None = None
+    early = signals.take_early()
+
+    def reload_soon() -> None:
+        nonlocal early
+        if daemon is None:  # before the daemon runs: carried out as soon as it does
+            early = True
+            return
+        task = asyncio.create_task(daemon.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    def on_hangup() -> None:
+        log.info("SIGHUP: reloading the configuration")
+        reload_soon()
+
+    # Before anything else, and long before the port opens: a SIGHUP never ends the process.
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     host, port = settings.listen
-    async with zoom_account(settings) as endpoints, http_session() as session:
+    async with zoom_account(settings) as account, http_session() as session:
         store = SnapshotStore()
-        daemon = Daemon(load, settings, session, endpoints, store)
-        app = create_app(store, settings.telemetry_path, web_config)
+        daemon = Daemon(load, settings, session, account, store)
+        if early or signals.take_early():
+            reload_soon()
+
+        async def lifecycle_reload() -> str | None:
+            assert daemon is not None
+            return await daemon.reload()
+
+        app = create_app(
+            store,
+            settings.telemetry_path,
+            web_config,
+            self_metrics=SelfMetrics(daemon),
+            reloader=lifecycle_reload if settings.web_enable_lifecycle else None,
+        )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
         tls = ssl_context(web_config)
@@ -203,35 +366,25 @@ async def serve(load: Callable[[], Settings], settings: Settings, web_config: We
             await web.TCPSite(runner, host, port, ssl_context=tls).start()
         except OSError as error:
             await runner.cleanup()
-            log.error("cannot listen on %s: %s", settings.listen_address, error.strerror)
+            log.error(
+                "cannot listen", extra=kv(address=settings.listen_address, error=error.strerror)
+            )
             return 1
         log.info(
-            "zoom-qos-exporter %s listening on %s://%s:%d%s (poll every %.3g s)",
-            __version__,
-            "https" if tls else "http",
-            host,
-            port,
-            settings.telemetry_path,
-            daemon.poller.interval,
+            "listening",
+            extra=kv(
+                version=__version__,
+                revision=build.revision(),
+                url=f"{'https' if tls else 'http'}://{host}:{port}{settings.telemetry_path}",
+                poll_interval_seconds=daemon.poller.interval,
+            ),
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        reloads: set[asyncio.Task[bool]] = set()
-
-        def on_hangup() -> None:
-            log.info("SIGHUP: reloading the configuration")
-            task = asyncio.create_task(daemon.reload())
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_hangup)
         polling = asyncio.create_task(daemon.poller.run_forever(stop))
         await stop.wait()
         log.info("shutting down")
         for task in (polling, *reloads):
             task.cancel()
         await asyncio.gather(polling, *reloads, return_exceptions=True)
+        await daemon.save()
         await runner.cleanup()
     return 0

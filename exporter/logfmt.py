@@ -1,9 +1,24 @@
-"""Log lines in logfmt (ts=... level=... logger=... msg="..."), as Prometheus components write."""
+"""Log lines in logfmt (ts=... level=... logger=... msg="..." key=value ...), as Prometheus
+components write them, or one JSON object a line (`--log.format=json`).
+
+Context goes in fields, not prose: `log.warning("poll failed", extra=kv(meeting_id=..., code=...))`.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
+from typing import Any, Literal
+
+FIELDS = "kv"  # the LogRecord attribute that carries a line's fields
+Format = Literal["logfmt", "json"]
+
+
+def kv(**fields: object) -> dict[str, Any]:
+    """The `extra=` of a log call with these key=value fields (None values are left out)."""
+    return {FIELDS: {k: v for k, v in fields.items() if v is not None}}
 
 
 def _quote(value: str) -> str:
@@ -13,23 +28,55 @@ def _quote(value: str) -> str:
     return f'"{escaped}"'
 
 
+def _safe(value: object) -> str:
+    """Any value as text that encodes (a lone surrogate from Zoom must not break a log line)."""
+    return str(value).encode("utf-8", "replace").decode("utf-8")
+
+
+def _stamp(record: logging.LogRecord) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{stamp}.{int(record.msecs):03d}Z"
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    fields = getattr(record, FIELDS, None)
+    return fields if isinstance(fields, dict) else {}
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        fields = [
-            f"ts={stamp}.{int(record.msecs):03d}Z",
+        parts = [
+            f"ts={_stamp(record)}",
             f"level={record.levelname.lower()}",
             f"logger={record.name}",
-            f"msg={_quote(record.getMessage())}",
+            f"msg={_quote(_safe(record.getMessage()))}",
         ]
+        for key, value in _fields(record).items():
+            parts.append(f"{key}={_quote(_safe(value))}")
         if record.exc_info:
-            fields.append(f"error={_quote(self.formatException(record.exc_info))}")
-        return " ".join(fields)
+            parts.append(f"error={_quote(_safe(self.formatException(record.exc_info)))}")
+        return " ".join(parts)
 
 
-def configure(level: str) -> None:
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "ts": _stamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": _safe(record.getMessage()),
+        }
+        for key, value in _fields(record).items():
+            finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+            line[key] = value if finite else _safe(value)
+        if record.exc_info:
+            line["error"] = _safe(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False, allow_nan=False, default=str)
+
+
+def configure(level: str, log_format: Format = "logfmt") -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(LogfmtFormatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

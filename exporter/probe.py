@@ -10,7 +10,8 @@ from contextlib import AbstractAsyncContextManager
 from typing import TextIO
 
 from exporter.metrics.snapshot import ParticipantReading, StreamReading, participant_reading
-from exporter.zoom.client import ZoomClient, ZoomError
+from exporter.zoom.client import ZoomClient
+from exporter.zoom.errors import ZoomError
 from exporter.zoom.models import Kind
 
 _STREAM_FIELDS = (

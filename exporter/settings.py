@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     resource_intensive_rate: float | None = Field(default=None, gt=0, le=100)
     max_poll_interval: float | None = Field(default=None, ge=1.0)
     max_retries: int = Field(default=3, ge=0, le=10)
+    storage_path: Path | None = None  # a directory for state.json (the day's API spend)
+    log_format: Literal["logfmt", "json"] = "logfmt"
+    web_enable_lifecycle: bool = False  # POST /-/reload
 
     @field_validator("plan", mode="before")
     @classmethod
@@ -126,6 +129,18 @@ class Settings(BaseSettings):
     def _path(cls, value: str) -> str:
         if not value.startswith("/") or value in ("/", "/-/healthy", "/-/ready"):
             raise ValueError("must be a path such as /metrics")
+        return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage(cls, value: Path | None) -> Path | None:
+        if value is not None and value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
         return value
 
     @field_validator("log_level")

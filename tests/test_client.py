@@ -14,14 +14,13 @@ from conftest import FAST_BACKOFF, FakeClock, zoom_client
 from exporter.simulator import Scenario, Simulator
 from exporter.simulator.scenario import SEED_MEETING_ID as _SEED_MEETING
 from exporter.simulator.scenario import SEED_PARTICIPANT_ID
-from exporter.zoom.client import (
+from exporter.zoom.client import ZoomClient, encode_meeting_id
+from exporter.zoom.errors import (
     ZoomAPIError,
     ZoomAuthError,
-    ZoomClient,
     ZoomRateLimitError,
     ZoomTokenUnavailableError,
     ZoomTransportError,
-    encode_meeting_id,
 )
 
 SEED_MEETING_ID = str(_SEED_MEETING)

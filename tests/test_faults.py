@@ -103,14 +103,14 @@ async def test_qps_429_waits_its_retry_after_then_the_cycle_succeeds(
     rig = make_rig(sim, session, clock)
     sim.faults.rate_limit(count=1, retry_after=5, type="QPS")
     start = clock.now
-    snapshot = await rig.poller.run_cycle()
-    assert snapshot.state == "ok" and snapshot.up
-    assert SEED in participants(snapshot)
+    report = await rig.poller.run_cycle()
+    assert report.health.state == "ok" and report.health.up
+    assert SEED in participants(report.snapshot)
     assert clock.now - start >= 5  # Retry-After honoured, on the limiter: nobody jumps it
     assert clock.now - start < 5 + 0.5 + 1  # plus at most one jitter step and the pacing
-    assert ("Heavy", "QPS", 1) in snapshot.rate_limited
-    assert ("meeting_participants_qos", "rate_limited", 1) in snapshot.retries
-    assert rig.calls() == snapshot.cycle_requests == 2  # the 429 and the retry
+    assert ("Heavy", "QPS", 1) in rig.client.rate_limited.snapshot()
+    assert ("meeting_participants_qos", "rate_limited", 1) in rig.client.retries.snapshot()
+    assert rig.calls() == report.health.cycle_requests == 2  # the 429 and the retry
 
 
 async def test_qps_429_with_an_http_date_retry_after(
@@ -119,38 +119,45 @@ async def test_qps_429_with_an_http_date_retry_after(
     rig = make_rig(sim, session, clock)
     sim.faults.rate_limit(count=1, retry_after=20, type="QPS", retry_after_format="date")
     start = clock.now
-    snapshot = await rig.poller.run_cycle()
-    assert snapshot.state == "ok"
+    report = await rig.poller.run_cycle()
+    assert report.health.state == "ok"
     assert 19 <= clock.now - start <= 22
 
 
-async def test_daily_limit_pauses_every_call_until_midnight_and_keeps_the_data(
+async def test_daily_limit_pauses_every_call_until_midnight_and_data_ages_out(
     sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
 ) -> None:
-    rig = make_rig(sim, session, clock, discovery=True, max_staleness=60)
+    """While paused, the last data is served only while younger than max_staleness: a
+    participant who left hours ago must not keep firing quality alerts on frozen values."""
+    rig = make_rig(sim, session, clock, discovery=True, max_staleness=600)
     good = await rig.poller.run_cycle()
-    assert good.state == "ok" and len(good.meetings) >= 3
+    assert good.health.state == "ok" and len(good.snapshot.meetings) >= 3
     clock.now += 60
     reset = clock.now + seconds_until_reset(clock.now)
     sim.faults.rate_limit(count=1, type="Daily-limit", retry_after=round(reset - clock.now))
     hit = await rig.poller.run_cycle()
-    assert hit.state == "daily_limit" and not hit.up
-    assert hit.paused_until == pytest.approx(reset, abs=1)
-    assert participants(hit) == participants(good)  # the last data, served as it is
-    assert ("Resource-intensive", "Daily-limit", 1) in hit.rate_limited
+    assert hit.health.state == "daily_limit" and not hit.health.up
+    assert hit.health.paused_until == pytest.approx(reset, abs=1)
+    assert participants(hit.snapshot) == participants(good.snapshot)  # still fresh: served
+    assert ("Resource-intensive", "Daily-limit", 1) in rig.client.rate_limited.snapshot()
 
     before = rig.calls()
-    for _ in range(3):  # hours pass: not one call, and the data stays (max_staleness aside)
+    clock.now += 300  # 6 minutes after the last poll: still within max_staleness
+    paused = await rig.poller.run_cycle()
+    assert paused.health.state == "daily_limit"
+    assert participants(paused.snapshot) == participants(good.snapshot)
+    for _ in range(3):  # hours pass: not one call, and the data is dropped as stale
         clock.now += 3600
         paused = await rig.poller.run_cycle()
-        assert paused.state == "daily_limit" and participants(paused) == participants(good)
+        assert paused.health.state == "daily_limit" and participants(paused.snapshot) == {}
     assert rig.calls() == before
 
     clock.now = reset + 1
     sim.scenario.now()  # the world catches up
     back = await rig.poller.run_cycle()
-    assert back.state == "ok" and back.up and back.paused_until is None
+    assert back.health.state == "ok" and back.health.up and back.health.paused_until is None
     assert rig.calls() > before
+    assert participants(back.snapshot)
 
 
 async def test_server_errors_are_retried_with_growing_backoff(
@@ -159,9 +166,9 @@ async def test_server_errors_are_retried_with_growing_backoff(
     rig = make_rig(sim, session, clock)
     sim.faults.server_error(count=2, status=503)
     start = clock.now
-    snapshot = await rig.poller.run_cycle()
-    assert snapshot.state == "ok" and SEED in participants(snapshot)
-    assert ("meeting_participants_qos", "server_error", 2) in snapshot.retries
+    report = await rig.poller.run_cycle()
+    assert report.health.state == "ok" and SEED in participants(report.snapshot)
+    assert ("meeting_participants_qos", "server_error", 2) in rig.client.retries.snapshot()
     assert rig.calls() == 3
     assert clock.now - start <= 0.5 + 1.0 + 1  # full jitter within 0.5 s, then 1 s, + pacing
 
@@ -176,15 +183,17 @@ async def test_retries_are_bounded_and_the_last_data_is_kept_until_stale(
     before = rig.calls()
     failed = await rig.poller.run_cycle()
     assert rig.calls() - before == 4  # one try and max_retries (3) retries, no more
-    assert failed.state == "unreachable" and not failed.up
-    assert participants(failed) == participants(good)
-    assert failed.meetings[0].polled_at == good.meetings[0].polled_at  # its age shows
+    assert failed.health.state == "unreachable" and not failed.health.up
+    assert participants(failed.snapshot) == participants(good.snapshot)
+    assert (
+        failed.snapshot.meetings[0].polled_at == good.snapshot.meetings[0].polled_at
+    )  # its age shows
     clock.now += 300
     dropped = await rig.poller.run_cycle()
-    assert participants(dropped) == {}  # older than max_staleness: gone, not frozen
+    assert participants(dropped.snapshot) == {}  # older than max_staleness: gone, not frozen
     sim.faults.clear()
     clock.now += 60
-    assert SEED in participants(await rig.poller.run_cycle())
+    assert SEED in participants((await rig.poller.run_cycle()).snapshot)
 
 
 @pytest.mark.parametrize(
@@ -208,10 +217,10 @@ async def test_a_transient_failure_is_retried(
 ) -> None:
     rig = make_rig(sim, session, clock, client_options={"timeout": 0.3})
     getattr(sim.faults, fault)(endpoint="meeting_participants_qos", **options)
-    snapshot = await rig.poller.run_cycle()
-    assert snapshot.state == "ok" and SEED in participants(snapshot)
-    assert ("meeting_participants_qos", reason, 1) in snapshot.retries
-    codes = {(endpoint, code): n for endpoint, code, n in snapshot.api_requests}
+    report = await rig.poller.run_cycle()
+    assert report.health.state == "ok" and SEED in participants(report.snapshot)
+    assert ("meeting_participants_qos", reason, 1) in rig.client.retries.snapshot()
+    codes = {(endpoint, code): n for endpoint, code, n in rig.client.requests.snapshot()}
     assert codes.get(("meeting_participants_qos", "error"), 0) == unanswered
 
 
@@ -223,10 +232,10 @@ async def test_a_revoked_token_is_renewed_once_and_the_call_retried(
     tokens = rig.calls("oauth_token")
     sim.faults.revoke_tokens()
     clock.now += 60
-    snapshot = await rig.poller.run_cycle()
-    assert snapshot.state == "ok" and SEED in participants(snapshot)
+    report = await rig.poller.run_cycle()
+    assert report.health.state == "ok" and SEED in participants(report.snapshot)
     assert rig.calls("oauth_token") == tokens + 1
-    assert ("meeting_participants_qos", "token_renewed", 1) in snapshot.retries
+    assert ("meeting_participants_qos", "token_renewed", 1) in rig.client.retries.snapshot()
 
 
 async def test_token_endpoint_down_backs_off_and_keeps_serving(
@@ -239,18 +248,18 @@ async def test_token_endpoint_down_backs_off_and_keeps_serving(
     tokens = rig.calls("oauth_token")
     clock.now += 60
     down = await rig.poller.run_cycle()
-    assert down.state == "token_unavailable" and not down.up
-    assert participants(down) == participants(good)
+    assert down.health.state == "token_unavailable" and not down.health.up
+    assert participants(down.snapshot) == participants(good.snapshot)
     # The next cycle comes sooner than the backoff allows: no token request at all.
     clock.now += 0.5
     again = await rig.poller.run_cycle()
-    assert again.state == "token_unavailable"
+    assert again.health.state == "token_unavailable"
     assert rig.calls("oauth_token") == tokens + 1
     clock.now += 60  # past the backoff (base 2 s): one more try fails, the next one works
     await rig.poller.run_cycle()
     clock.now += 600
     back = await rig.poller.run_cycle()
-    assert back.state == "ok" and back.up
+    assert back.health.state == "ok" and back.health.up
     assert rig.calls("oauth_token") == tokens + 3
 
 
@@ -269,8 +278,10 @@ async def test_wrong_credentials_say_so_once_never_leak_and_never_hammer(
     for _ in range(20):  # 20 minutes of cycles
         clock.now += 60
         cycles.append(await rig.poller.run_cycle())
-    assert all(c.state == "auth_failed" and not c.up for c in cycles)
-    assert all(participants(c) == participants(good) for c in cycles[:9])  # until stale
+    assert all(c.health.state == "auth_failed" and not c.health.up for c in cycles)
+    assert all(
+        participants(c.snapshot) == participants(good.snapshot) for c in cycles[:9]
+    )  # until stale
     # Backoff: 30 s doubling up to 5 minutes, not one token request per cycle.
     assert 3 <= rig.calls("oauth_token") - 1 <= 7
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -300,27 +311,27 @@ async def test_an_expired_page_token_restarts_that_listing_once(
 ) -> None:
     rig = make_rig(sim, session, clock, configured=[], discovery=True)
     first = await rig.poller.run_cycle()
-    webinar = next(m for m in first.meetings if m.target.kind == "webinar")
+    webinar = next(m for m in first.snapshot.meetings if m.target.kind == "webinar")
     pages = -(-webinar.listed // 10)
     assert pages >= 3
     sim.faults.add(ExpiredPageToken(1, "webinar_participants_qos", after=1))
     clock.now += 60
     before = rig.calls("webinar_participants_qos")
     second = await rig.poller.run_cycle()
-    again = next(m for m in second.meetings if m.target.kind == "webinar")
+    again = next(m for m in second.snapshot.meetings if m.target.kind == "webinar")
     assert again.polled_at == clock.now or again.polled_at > webinar.polled_at
     assert {p.participant_id for p in again.participants}  # a whole listing, not a half
     assert rig.calls("webinar_participants_qos") - before == 2 + -(-again.listed // 10)
-    assert ("webinar_participants_qos", "page_token_expired", 1) in second.retries
-    assert second.state == "ok"
+    assert ("webinar_participants_qos", "page_token_expired", 1) in rig.client.retries.snapshot()
+    assert second.health.state == "ok"
 
     # Page 1 passes (after=1); page 2 is refused; the restart's page 1 uses up one count but
     # passes (the fault only refuses requests that carry a page token); its page 2 is refused.
     sim.faults.add(ExpiredPageToken(3, "webinar_participants_qos", after=1))
     clock.now += 60
     twice = await rig.poller.run_cycle()
-    assert twice.state == "degraded"  # restarted once, then it gives up until next cycle
-    assert any("expired twice" in e for e in twice.errors)
+    assert twice.health.state == "degraded"  # restarted once, then it gives up until next cycle
+    assert any("expired twice" in e for e in twice.health.errors)
 
 
 async def test_a_meeting_that_ends_mid_cycle_is_dropped_quietly(
@@ -331,24 +342,24 @@ async def test_a_meeting_that_ends_mid_cycle_is_dropped_quietly(
 ) -> None:
     rig = make_rig(sim, session, clock, configured=[], discovery=True)
     first = await rig.poller.run_cycle()
-    victim = next(m.target for m in first.meetings if m.target.meeting_id != SEED[1])
+    victim = next(m.target for m in first.snapshot.meetings if m.target.meeting_id != SEED[1])
     sim.scenario.end_meeting(victim.meeting_id, victim.kind)
     clock.now += 5  # too soon for discovery (10 a minute, two per run): the old list is used
     caplog.set_level(logging.INFO)
     before = rig.calls("list_meetings")
     second = await rig.poller.run_cycle()
     assert rig.calls("list_meetings") == before
-    assert (victim.kind, victim.meeting_id) not in participants(second)
-    assert second.state == "ok" and not second.errors
+    assert (victim.kind, victim.meeting_id) not in participants(second.snapshot)
+    assert second.health.state == "ok" and not second.health.errors
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     gone = rig.calls(f"{victim.kind}_participants_qos")
     clock.now += 1  # the old discovery list is still in use, but the ended one is off it
     third = await rig.poller.run_cycle()
     assert rig.calls("list_meetings") == before
     assert rig.calls(f"{victim.kind}_participants_qos") - gone == sum(
-        -(-m.listed // 10) for m in third.meetings if m.target.kind == victim.kind
+        -(-m.listed // 10) for m in third.snapshot.meetings if m.target.kind == victim.kind
     )
-    assert (victim.kind, victim.meeting_id) not in participants(third)
+    assert (victim.kind, victim.meeting_id) not in participants(third.snapshot)
 
 
 async def test_rate_limit_headers_feed_the_budget_and_their_absence_is_fine(
@@ -356,25 +367,27 @@ async def test_rate_limit_headers_feed_the_budget_and_their_absence_is_fine(
 ) -> None:
     rig = make_rig(sim, session, clock, max_interval=300)
     first = await rig.poller.run_cycle()
-    assert first.budget is not None
-    assert first.budget.remaining == 15_000 - rig.calls()  # our own count is the lower
+    assert first.health.budget is not None
+    assert first.health.budget.remaining == 15_000 - rig.calls()  # our own count is the lower
     # Other apps on the account spend most of the cap: Zoom's header becomes the lower.
     quota = app_state(sim.app).quota
     for _ in range(sim.quota_remaining - 20):
         quota.consume(clock.now)
     clock.now += 60
     second = await rig.poller.run_cycle()
-    assert second.budget is not None and second.budget.remaining == sim.quota_remaining
+    assert (
+        second.health.budget is not None and second.health.budget.remaining == sim.quota_remaining
+    )
     sim.faults.rate_limit_headers(False)  # from now on Zoom does not say; our count holds
     left = sim.quota_remaining
     snapshots = []
     for _ in range(8):
-        clock.now += snapshots[-1].poll_interval_seconds if snapshots else 300
+        clock.now += snapshots[-1].health.poll_interval_seconds if snapshots else 300
         snapshots.append(await rig.poller.run_cycle())
-    assert all(s.poll_interval_seconds == 300 for s in snapshots)  # stretched to the cap
-    assert any(s.meetings_deferred for s in snapshots)  # ~0.15 calls of allowance a cycle
-    assert all(s.state == "ok" for s in snapshots)
-    spent = sum(s.cycle_requests or 0 for s in snapshots)
+    assert all(s.health.poll_interval_seconds == 300 for s in snapshots)  # stretched to the cap
+    assert any(s.health.meetings_deferred for s in snapshots)  # ~0.15 calls of allowance a cycle
+    assert all(s.health.state == "ok" for s in snapshots)
+    spent = sum(s.health.cycle_requests or 0 for s in snapshots)
     assert 0 < spent <= left and sim.quota_remaining == left - spent
     assert sim.limit_hits["Daily-limit"] == 0
 
@@ -393,13 +406,13 @@ async def test_a_small_budget_still_starts_with_every_meeting_then_stretches(
         client_options={"budget": DailyBudget(3_000)},
     )
     first = await rig.poller.run_cycle()
-    assert set(participants(first)) == sim_scenario(sim)  # discovered and polled at once
-    assert first.cycle_requests == rig.calls() == first.planned_requests
+    assert set(participants(first.snapshot)) == sim_scenario(sim)  # discovered and polled at once
+    assert first.health.cycle_requests == rig.calls() == first.health.planned_requests
     # 3,000 calls for the rest of the day at ~9 calls a cycle: far slower than every 10 s.
-    assert first.budget is not None and first.poll_interval_seconds is not None
-    left = first.budget.reset_timestamp - clock.now
-    expected = (first.cycle_requests or 0) * left / first.budget.remaining
-    assert first.poll_interval_seconds == pytest.approx(expected, rel=0.05)
+    assert first.health.budget is not None and first.health.poll_interval_seconds is not None
+    left = first.health.budget.reset_timestamp - clock.now
+    expected = (first.health.cycle_requests or 0) * left / first.health.budget.remaining
+    assert first.health.poll_interval_seconds == pytest.approx(expected, rel=0.05)
 
 
 def sim_scenario(sim: Simulator) -> set[tuple[str, str]]:

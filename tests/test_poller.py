@@ -54,20 +54,20 @@ async def test_cycle_exports_every_live_participant(
 ) -> None:
     poller, store = make_poller(client, clock)
     assert not store.ready.is_set()
-    snapshot = await poller.run_cycle()
+    report = await poller.run_cycle()
     assert store.ready.is_set()
-    assert store.snapshot is snapshot
-    assert snapshot.up
-    exported = participants_of(snapshot)
+    assert store.snapshot is report.snapshot and store.health is report.health
+    assert report.health.up
+    exported = participants_of(report.snapshot)
     kinds = {kind for kind, _ in exported}
     assert kinds == {"meeting", "webinar"}
     for (kind, meeting_id), ids in exported.items():
-        meeting = next(m for m in snapshot.meetings if m.target.meeting_id == meeting_id)
+        meeting = next(m for m in report.snapshot.meetings if m.target.meeting_id == meeting_id)
         listed = sim.scenario.participants(kind, meeting.target.api_id)
         present = {p["user_id"] for p in listed if not p.get("leave_time")}
         assert ids == present
     assert SEED_PARTICIPANT_ID in exported[("meeting", SEED_MEETING_ID)]
-    text = store.exposition.body(openmetrics=False, compressed=False).decode()
+    text = store.exposition.text.plain.decode()
     assert 'participant_id="16778240",stream="input"} 2875.0' in text
 
 
@@ -76,14 +76,14 @@ async def test_ended_meeting_vanishes_after_next_cycle(
 ) -> None:
     poller, store = make_poller(client, clock)
     first = await poller.run_cycle()
-    victim = next(m for m in first.meetings if m.target.meeting_id != SEED_MEETING_ID)
+    victim = next(m for m in first.snapshot.meetings if m.target.meeting_id != SEED_MEETING_ID)
     sim.scenario.end_meeting(victim.target.meeting_id)
     clock.now += 60
     second = await poller.run_cycle()
-    assert (victim.target.kind, victim.target.meeting_id) not in participants_of(second)
-    assert ("meeting", SEED_MEETING_ID) in participants_of(second)
-    assert second.up
-    text = store.exposition.body(openmetrics=False, compressed=False).decode()
+    assert (victim.target.kind, victim.target.meeting_id) not in participants_of(second.snapshot)
+    assert ("meeting", SEED_MEETING_ID) in participants_of(second.snapshot)
+    assert second.health.up
+    text = store.exposition.text.plain.decode()
     assert f'meeting_id="{victim.target.meeting_id}"' not in text
 
 
@@ -92,9 +92,9 @@ async def test_unknown_configured_meeting_does_not_stop_others(
 ) -> None:
     configured = configured_targets(["99999999999", SEED_MEETING_ID], [])
     poller, _ = make_poller(client, clock, configured=configured, discovery=False)
-    snapshot = await poller.run_cycle()
-    assert snapshot.up
-    assert list(participants_of(snapshot)) == [("meeting", SEED_MEETING_ID)]
+    report = await poller.run_cycle()
+    assert report.health.up
+    assert list(participants_of(report.snapshot)) == [("meeting", SEED_MEETING_ID)]
     assert sim.stats.get("list_meetings", 0) == 0  # discovery off: no discovery calls
 
 
@@ -109,28 +109,30 @@ async def test_failed_meeting_keeps_last_good_data_until_stale(
     sim.faults.server_error(count=4, status=500)  # the first try and every retry fail
     clock.now += 60
     kept = await poller.run_cycle()
-    assert participants_of(kept) == participants_of(good)
-    assert kept.meetings[0].polled_at == good.meetings[0].polled_at  # its age shows
-    assert kept.errors and "HTTP 500" in kept.errors[0]
-    assert not kept.up  # the only call of the cycle failed
-    assert kept.state == "unreachable"
-    assert ("meeting_participants_qos", "server_error", 3) in kept.retries
+    assert participants_of(kept.snapshot) == participants_of(good.snapshot)
+    assert (
+        kept.snapshot.meetings[0].polled_at == good.snapshot.meetings[0].polled_at
+    )  # its age shows
+    assert kept.health.errors and "HTTP 500" in kept.health.errors[0]
+    assert not kept.health.up  # the only call of the cycle failed
+    assert kept.health.state == "unreachable"
+    assert ("meeting_participants_qos", "server_error", 3) in poller._client.retries.snapshot()
     sim.faults.server_error(count=4, status=500)
     clock.now += 120
     dropped = await poller.run_cycle()
-    assert participants_of(dropped) == {}
+    assert participants_of(dropped.snapshot) == {}
 
 
 async def test_wrong_credentials_mean_down_not_crash(sim: Simulator, clock: FakeClock) -> None:
     async with aiohttp.ClientSession() as session:
         bad = zoom_client(session, sim.api_url, sim.oauth_url, secret="wrong")
         poller, store = make_poller(bad, clock)
-        snapshot = await poller.run_cycle()
-    assert not snapshot.up
-    assert snapshot.meetings == ()
+        report = await poller.run_cycle()
+    assert not report.health.up
+    assert report.snapshot.meetings == ()
     assert store.ready.is_set()
-    assert any("oauth_token" in e for e in snapshot.errors)
-    assert all("wrong" not in e for e in snapshot.errors)
+    assert any("oauth_token" in e for e in report.health.errors)
+    assert all("wrong" not in e for e in report.health.errors)
 
 
 async def test_refused_credentials_are_not_retried_for_every_meeting(
@@ -142,8 +144,8 @@ async def test_refused_credentials_are_not_retried_for_every_meeting(
         poller, _ = make_poller(
             bad, clock, configured=configured_targets(ids, []), discovery=False, concurrency=2
         )
-        snapshot = await poller.run_cycle()
-    assert not snapshot.up
+        report = await poller.run_cycle()
+    assert not report.health.up
     assert sim.stats["oauth_token"] <= 2  # at most one try per concurrent slot, not 12
     assert sim.stats["total"] == sim.stats["oauth_token"]
 
@@ -153,9 +155,13 @@ async def test_cycles_never_overlap(sim: Simulator, client: ZoomClient, clock: F
     single = await poller.run_cycle()
     calls_one = sim.stats["total"]
     a, b = await asyncio.gather(poller.run_cycle(), poller.run_cycle())
-    assert sorted([a.complete_cycles, b.complete_cycles]) == [2, 3]
+    assert sorted([a.health.complete_cycles, b.health.complete_cycles]) == [2, 3]
     assert sim.stats["total"] - calls_one == 2 * (calls_one - 1)  # the token is reused
-    assert participants_of(a) == participants_of(b) == participants_of(single)
+    assert (
+        participants_of(a.snapshot)
+        == participants_of(b.snapshot)
+        == participants_of(single.snapshot)
+    )
 
 
 async def test_run_forever_stops_promptly(client: ZoomClient, clock: FakeClock) -> None:
@@ -165,7 +171,7 @@ async def test_run_forever_stops_promptly(client: ZoomClient, clock: FakeClock) 
     await asyncio.wait_for(store.ready.wait(), timeout=10)
     stop.set()
     await asyncio.wait_for(task, timeout=2)
-    assert store.snapshot.complete_cycles == 1
+    assert store.health.complete_cycles == 1
 
 
 async def test_unexpected_failure_of_one_meeting_spares_the_others(
@@ -173,7 +179,9 @@ async def test_unexpected_failure_of_one_meeting_spares_the_others(
 ) -> None:
     poller, _ = make_poller(client, clock)
     first = await poller.run_cycle()
-    victim = next(m.target for m in first.meetings if m.target.meeting_id != SEED_MEETING_ID)
+    victim = next(
+        m.target for m in first.snapshot.meetings if m.target.meeting_id != SEED_MEETING_ID
+    )
     original = client.participants_qos
 
     async def flaky(kind, meeting_id):  # type: ignore[no-untyped-def]
@@ -184,8 +192,10 @@ async def test_unexpected_failure_of_one_meeting_spares_the_others(
     monkeypatch.setattr(client, "participants_qos", flaky)
     clock.now += 60
     second = await poller.run_cycle()
-    assert participants_of(second) == participants_of(first)  # the victim keeps its last data
-    assert second.up
-    assert second.errors == (
+    assert participants_of(second.snapshot) == participants_of(
+        first.snapshot
+    )  # the victim keeps its last data
+    assert second.health.up
+    assert second.health.errors == (
         f"{victim.kind} {victim.meeting_id}: unexpected RuntimeError('a bug in parsing')",
     )

@@ -29,6 +29,7 @@ import pytest
 from conftest import FakeClock, zoom_client
 from exporter.metrics.snapshot import Snapshot
 from exporter.metrics.store import SnapshotStore
+from exporter.polling.health import Health
 from exporter.polling.planner import STARVING_AFTER, pages_for
 from exporter.polling.poller import Poller
 from exporter.simulator import RateLimits, Scenario, Simulator
@@ -98,8 +99,8 @@ class LatestSnapshot(SnapshotStore):
         super().__init__()
         self.latest: Snapshot | None = None
 
-    async def publish(self, snapshot: Snapshot) -> None:
-        self.latest = snapshot
+    async def publish(self, snapshot: Snapshot, health: Health) -> None:
+        self.latest, self.health = snapshot, health
         self.ready.set()
 
 
@@ -137,6 +138,7 @@ class Cycle:
 
     start: float
     snapshot: Snapshot
+    health: Health
     calls: Counter[str]  # simulator-counted requests per endpoint during the cycle
     statuses: Counter[int]  # API answers by HTTP status during the cycle
     not_found: list[str]  # raw paths of the 404s
@@ -270,11 +272,12 @@ async def day() -> AsyncIterator[tuple[Day, Simulator]]:
                 ad_hoc = ""
             live = live_meetings(sim.scenario)
             calls, statuses, not_found = counts(sim), wire.statuses.copy(), len(wire.not_found)
-            snapshot = await poller.run_cycle()
+            report = await poller.run_cycle()
             result.cycles.append(
                 Cycle(
                     start=start,
-                    snapshot=snapshot,
+                    snapshot=report.snapshot,
+                    health=report.health,
                     calls=counts(sim) - calls,
                     statuses=wire.statuses - statuses,
                     not_found=wire.not_found[not_found:],
@@ -314,13 +317,13 @@ def test_a_simulated_day_stays_within_the_budget_and_the_rate_limits(
     assert sim.peak_rate("Resource-intensive") <= per_minute
 
     for cycle in run.cycles:
-        snapshot = cycle.snapshot
-        assert snapshot.errors == ()
+        snapshot, health = cycle.snapshot, cycle.health
+        assert health.errors == ()
         # Only 200s, and 404s from meetings that ended after discovery: no 401, 429 or 5xx.
         assert set(cycle.statuses) <= {200, 404}
         assert sum(cycle.statuses.values()) == cycle.api_calls  # the trace agrees
         # The exporter's own count agrees with the simulator's.
-        assert cycle.api_calls == snapshot.cycle_requests
+        assert cycle.api_calls == health.cycle_requests
         # No wasted call: a discovery list fits one page (one call per kind at most), a polled
         # meeting costs ceil(listed / 10) pages, and a meeting that ended after discovery
         # listed it costs the one call that answered 404 (its first page).
@@ -337,7 +340,7 @@ def test_a_simulated_day_stays_within_the_budget_and_the_rate_limits(
             # meeting that is not live is exported.
             exported = {(r.target.kind, r.target.meeting_id) for r in snapshot.meetings}
             assert exported <= cycle.live_before.keys()
-            assert len(cycle.deferred) == snapshot.meetings_deferred
+            assert len(cycle.deferred) == health.meetings_deferred
     gone_total = sum(c.statuses[404] for c in run.cycles)
     assert gone_total > 0  # the mid-cycle ends did cost calls, and they were counted above
 
@@ -358,31 +361,31 @@ def test_a_simulated_day_stays_within_the_budget_and_the_rate_limits(
         for key, cycles in waiting.items():
             longest_wait[key] = max(longest_wait[key], cycles)
             lifetime[key] += 1
-        if cycle.snapshot.state == "ok":  # not paused: what was not called for was deferred
+        if cycle.health.state == "ok":  # not paused: what was not called for was deferred
             deferred.update(cycle.deferred)
     assert max(longest_wait.values()) < REFRESH_EVERY
-    assert sum(c.snapshot.meetings_deferred for c in one) == sum(deferred.values()) > 0
+    assert sum(c.health.meetings_deferred for c in one) == sum(deferred.values()) > 0
     long_lived = [k for k, n in lifetime.items() if n >= 2 * REFRESH_EVERY]
     assert len(long_lived) > 10  # the scenario's meetings come and go all day
     assert all(deferred[k] > 0 for k in long_lived)
 
     # Day 1: the interval is stretched to the maximum nearly all day. The budget may run out
     # in the last cycle before the reset (the planner spends what is left rather than keep it).
-    polling = [c for c in one if c.snapshot.state == "ok"]
-    assert {c.snapshot.state for c in one} <= {"ok", "budget_exhausted"}
+    polling = [c for c in one if c.health.state == "ok"]
+    assert {c.health.state for c in one} <= {"ok", "budget_exhausted"}
     assert all(MIDNIGHT - c.start < MAX_INTERVAL for c in one if c not in polling)
     assert sum(c.interval == MAX_INTERVAL for c in polling) > 0.9 * len(polling)
     assert min(c.interval for c in polling) > BASE_INTERVAL
 
     # After midnight: the budget is back, the interval shrinks and nothing is deferred.
-    last, first = one[-1].snapshot.budget, two[0].snapshot.budget
+    last, first = one[-1].health.budget, two[0].health.budget
     assert last is not None and first is not None
     assert last.remaining < MAX_INTERVAL / DAY * ROOM + 5
     assert first.remaining == BUDGET - two[0].api_calls
     assert first.reset_timestamp == MIDNIGHT + DAY
-    assert all(c.snapshot.state == "ok" for c in two)
+    assert all(c.health.state == "ok" for c in two)
     assert all(c.interval < MAX_INTERVAL for c in two)
-    assert all(c.snapshot.meetings_deferred == 0 for c in two)
+    assert all(c.health.meetings_deferred == 0 for c in two)
     assert all(c.polled.keys() == c.live_before.keys() for c in two)
 
     print(
@@ -414,9 +417,9 @@ async def test_a_fresh_start_on_a_small_budget_discovers_meetings_at_once() -> N
             start = clock.now
             first_hour.append(await poller.run_cycle())
             clock.now = max(clock.now, start + poller.effective_interval)
-    assert any(s.meetings for s in first_hour), (
+    assert any(s.snapshot.meetings for s in first_hour), (
         f"{len(first_hour)} cycles in the first hour, "
-        f"{sum(s.cycle_requests or 0 for s in first_hour)} calls, no meeting discovered"
+        f"{sum(s.health.cycle_requests or 0 for s in first_hour)} calls, no meeting discovered"
     )
 
 
@@ -429,8 +432,8 @@ async def test_a_cycle_of_more_than_ten_heavy_calls_stays_under_the_per_second_l
         sim.scenario.add_meeting(participants=100)
         # No daily budget: every meeting is polled.
         poller = budgeted_poller(session, sim, clock, None, interval=60.0, concurrency=1)
-        snapshot = await poller.run_cycle()
-    assert snapshot.errors == ()
-    assert max(len(m.participants) for m in snapshot.meetings) == 100
+        report = await poller.run_cycle()
+    assert report.health.errors == ()
+    assert max(len(m.participants) for m in report.snapshot.meetings) == 100
     assert sim.limit_hits["QPS"] == 0
-    assert snapshot.retries == ()
+    assert poller._client.retries.snapshot() == ()

@@ -29,15 +29,7 @@ def participants() -> list[Participant]:
 
 def snapshot() -> Snapshot:
     reading = meeting_reading(TARGET, participants(), polled_at=1624564980.0)
-    return Snapshot(
-        meetings=(reading,),
-        up=True,
-        last_success_timestamp=1624564981.5,
-        poll_duration_seconds=0.25,
-        api_requests=(("meeting_participants_qos", "200", 3), ("oauth_token", "200", 1)),
-        created_at=1624564981.5,
-        complete_cycles=1,
-    )
+    return Snapshot(meetings=(reading,))
 
 
 def test_models_ignore_unknown_fields_and_bad_types() -> None:
@@ -86,7 +78,7 @@ def sample_value(text: str, name: str, **labels: str) -> float | None:
 
 
 def test_seed_values_exported_in_base_units() -> None:
-    text = Exposition(snapshot()).body(openmetrics=False, compressed=False).decode()
+    text = Exposition.render(snapshot()).text.plain.decode()
     ids = {"meeting_id": "85746065432", "participant_id": "16778240"}
     audio_in = {**ids, "media": "audio", "stream": "input"}
     assert sample_value(text, "zoom_participant_bitrate_bytes_per_second", **audio_in) == 2875.0
@@ -102,7 +94,7 @@ def test_seed_values_exported_in_base_units() -> None:
 
 
 def test_empty_and_garbage_values_yield_no_series() -> None:
-    text = Exposition(snapshot()).body(openmetrics=False, compressed=False).decode()
+    text = Exposition.render(snapshot()).text.plain.decode()
     assert "NaN" not in text
     video = {"participant_id": "16778242", "media": "video", "stream": "input"}
     for name in (
@@ -123,20 +115,19 @@ def test_empty_and_garbage_values_yield_no_series() -> None:
 
 
 def test_openmetrics_rendering_and_gzip() -> None:
-    exposition = Exposition(snapshot())
-    om = exposition.body(openmetrics=True, compressed=False).decode()
-    assert om.endswith("# EOF\n")
+    exposition = Exposition.render(snapshot())
+    om = exposition.form(openmetrics=True).plain.decode()
+    assert "# EOF" not in om  # the live self-metrics that follow end it
     assert "# TYPE zoom_participant info" in om
-    assert "# TYPE zoom_api_requests counter" in om
     import gzip
 
-    assert gzip.decompress(exposition.body(openmetrics=False, compressed=True)) == exposition.body(
-        openmetrics=False, compressed=False
-    )
-    # rendered once, then served from the cache
-    assert exposition.body(openmetrics=True, compressed=False) is exposition.body(
-        openmetrics=True, compressed=False
-    )
+    for openmetrics in (False, True):
+        form = exposition.form(openmetrics=openmetrics)
+        tail = b"zoom_up 1\n"
+        zipped = form.body(tail, compressed=True)
+        assert gzip.decompress(zipped) == form.plain + tail == form.body(tail, compressed=False)
+        # the cached deflate state is copied, never used: every scrape gets the same bytes
+        assert form.body(tail, compressed=True) == zipped
 
 
 def normalised(text: str) -> str:
@@ -145,7 +136,7 @@ def normalised(text: str) -> str:
 
 
 def test_golden_exposition() -> None:
-    text = normalised(Exposition(snapshot()).body(openmetrics=False, compressed=False).decode())
+    text = normalised(Exposition.render(snapshot()).text.plain.decode())
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), "run with UPDATE_GOLDEN=1 and review the diff"
@@ -164,7 +155,8 @@ def test_promtool_accepts_the_golden_file() -> None:
 
 def test_registry_describes_only_this_snapshot() -> None:
     families = {m.name for m in registry_for(Snapshot()).collect()}
-    assert "zoom_up" in families
+    assert "zoom_meetings" in families
+    assert "zoom_up" not in families  # the exporter's own metrics are live, not per snapshot
     samples = [
         s
         for m in registry_for(Snapshot()).collect()
@@ -194,7 +186,7 @@ def test_renderer_matches_prometheus_client() -> None:
     extra = meeting_reading(
         MeetingTarget("webinar", "w1", "w1", topic='Q&A \\ "all"'), [tricky], 7e-7
     )
-    snap = Snapshot(meetings=(*base.meetings, extra), up=False, api_requests=base.api_requests)
+    snap = Snapshot(meetings=(*base.meetings, extra))
     registry = registry_for(snap)
     assert format_exposition(registry.collect()) == generate_latest(registry)
     openmetrics = format_exposition(registry.collect(), openmetrics=True)

@@ -11,13 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Exporter, http_get
-from exporter.metrics.snapshot import (
-    BudgetReading,
-    MeetingReading,
-    ParticipantReading,
-    Snapshot,
-    StreamReading,
-)
+from exporter.metrics.snapshot import MeetingReading, ParticipantReading, Snapshot, StreamReading
+from exporter.polling.health import BudgetReading, Health
 from exporter.polling.targets import MeetingTarget
 from exporter.web import status_page
 
@@ -55,8 +50,9 @@ def _participant(
     )
 
 
-def _snapshot(*meetings: MeetingReading, **kwargs: object) -> Snapshot:
+def _health(**kwargs: object) -> Health:
     defaults: dict[str, object] = {
+        "state": "ok",
         "up": True,
         "last_success_timestamp": 1_700_000_000.0,
         "poll_duration_seconds": 0.25,
@@ -64,7 +60,12 @@ def _snapshot(*meetings: MeetingReading, **kwargs: object) -> Snapshot:
         "complete_cycles": 3,
     }
     defaults.update(kwargs)
-    return Snapshot(meetings=meetings, **defaults)  # type: ignore[arg-type]
+    return Health(**defaults)  # type: ignore[arg-type]
+
+
+def render_page(*meetings: MeetingReading, path: str = "/metrics", **health: object) -> str:
+    """The status page of these meetings, with a healthy cycle unless told otherwise."""
+    return status_page.render(Snapshot(meetings=meetings), _health(**health), path)
 
 
 def _meeting(kind: str, mid: str, topic: str, *people: ParticipantReading) -> MeetingReading:
@@ -121,8 +122,8 @@ def parse(html: str) -> PageParser:
 
 
 def test_a_daily_limit_pause_is_explained_with_the_resume_time() -> None:
-    paused = Snapshot(
-        meetings=(_meeting("meeting", "1", "t", _participant("7", "Ann")),),
+    html = render_page(
+        _meeting("meeting", "1", "t", _participant("7", "Ann")),
         up=False,
         complete_cycles=9,
         state="daily_limit",
@@ -130,12 +131,11 @@ def test_a_daily_limit_pause_is_explained_with_the_resume_time() -> None:
         budget=BudgetReading(15_000, 0, 1_795_392_000.0),
         poll_interval_seconds=60.0,
     )
-    html = status_page.render(paused, "/metrics")
     assert "daily request limit for the account is reached; showing the last data" in html
     assert "Calls resume at 2026-11-23 00:00:00 UTC." in html
     assert "0 of 15,000" in html and "60 s" in html
     assert parse(html).meetings[0]["participants"]  # the last data is still shown
-    healthy = status_page.render(_snapshot(), "/metrics")
+    healthy = render_page()
     assert "Calls resume" not in healthy
 
 
@@ -145,7 +145,7 @@ def test_a_daily_limit_pause_is_explained_with_the_resume_time() -> None:
 
 
 def test_links_and_no_javascript() -> None:
-    html = status_page.render(_snapshot(), '/metrics"x')
+    html = render_page(path='/metrics"x')
     page = parse(html)
     assert page.links == ['/metrics"x', "/-/healthy", "/-/ready"]
     assert '/metrics"x"' not in html  # the attribute is escaped, not broken out of
@@ -163,7 +163,7 @@ def test_every_zoom_string_is_escaped() -> None:
         participants=(person,),
         polled_at=1_700_000_000.0,
     )
-    html = status_page.render(_snapshot(meeting, errors=(EVIL,)), "/metrics")
+    html = render_page(meeting, errors=(EVIL,))
     assert "<script" not in html
     assert '"x")' not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;" in html
@@ -180,7 +180,7 @@ def test_meetings_participants_and_quality() -> None:
     poor_video = _participant("4", "Dee", jitter=0.05, media="video")
     standup = _meeting("meeting", "111", "Standup", good, fair, poor_loss)
     town_hall = _meeting("webinar", "222", "Town hall", poor_video)
-    html = status_page.render(_snapshot(town_hall, standup), "/metrics")
+    html = render_page(town_hall, standup)
     page = parse(html)
     assert [(m["kind"], m["meeting_id"], m["topic"]) for m in page.meetings] == [
         ("meeting", "111", "Standup"),
@@ -235,22 +235,22 @@ def test_bitrate_bands_in_bytes_per_second(kbps: float, band: str, quality: str)
 
 def test_bitrate_does_not_decide_quality_but_is_coloured() -> None:
     muted = _participant("1", "Ann", bitrate=2_000.0)  # 16 kbps: "very bad"
-    html = status_page.render(_snapshot(_meeting("meeting", "1", "t", muted)), "/metrics")
+    html = render_page(_meeting("meeting", "1", "t", muted))
     assert parse(html).meetings[0]["participants"] == [("1", "good")]
     assert '<span class="q q-poor" title="lowest bitrate: very bad">16 kbps</span>' in html
 
 
 def test_participant_without_qos_is_unknown() -> None:
     bare = ParticipantReading("9", (("user_name", "Eve"),), None, None, (), (), ())
-    html = status_page.render(_snapshot(_meeting("meeting", "1", "t", bare)), "/metrics")
+    html = render_page(_meeting("meeting", "1", "t", bare))
     assert parse(html).meetings[0]["participants"] == [("9", "unknown")]
 
 
 def test_empty_states() -> None:
-    waiting = status_page.render(Snapshot(), "/metrics")
+    waiting = status_page.render(Snapshot(), Health(), "/metrics")
     assert "Waiting for the first poll cycle" in waiting
     assert '<span class="state-down">down</span>' in waiting
-    idle = status_page.render(_snapshot(), "/metrics")
+    idle = render_page()
     assert "No live meetings or webinars." in idle
 
 

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 
 from conftest import simulator, zoom_client
+from exporter.metrics.selfmetrics import SelfMetrics
 from exporter.metrics.store import SnapshotStore
+from exporter.polling.health import Health
 from exporter.polling.poller import Poller
 from exporter.simulator import Scenario, Simulator
 from exporter.web.app import create_app
+from exporter.zoom.client import ZoomClient
+from exporter.zoom.telemetry import ApiTelemetry
 
 
 @pytest.fixture
@@ -28,8 +36,30 @@ async def wired(sim: Simulator, aiohttp_client) -> AsyncIterator[tuple[TestClien
         zoom = zoom_client(session, sim.api_url, sim.oauth_url)
         store = SnapshotStore()
         poller = Poller(zoom, store, interval=60, configured=[])
-        http = await aiohttp_client(create_app(store))
+        view = View(store, zoom)
+        http = await aiohttp_client(create_app(store, self_metrics=SelfMetrics(view)))
         yield http, poller
+
+
+@dataclass
+class View:
+    """What the daemon shows the self-metrics, for a store and a client without a daemon."""
+
+    store: SnapshotStore
+    zoom: ZoomClient
+    config_reload: tuple[bool, float | None] = (True, None)
+
+    @property
+    def health(self) -> Health:
+        return self.store.health
+
+    @property
+    def telemetry(self) -> ApiTelemetry:
+        return self.zoom.telemetry
+
+    @property
+    def token_expiry(self) -> float | None:
+        return self.zoom.token.expires_at
 
 
 async def test_ready_only_after_first_cycle(wired: tuple[TestClient, Poller]) -> None:
@@ -62,7 +92,29 @@ async def test_content_negotiation_and_gzip(wired: tuple[TestClient, Poller]) ->
     assert (await om.text()).endswith("# EOF\n")
     zipped = await http.get("/metrics", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
     assert zipped.headers["Content-Encoding"] == "gzip"
-    assert gzip.decompress(await zipped.read()).decode() == plain_text
+    unzipped = gzip.decompress(await zipped.read()).decode()
+    # One gzip member: the QoS deflated once per cycle, then this scrape's live self-metrics.
+    assert unzipped.count("# HELP zoom_up ") == 1 and unzipped.endswith("\n")
+    assert volatile_free(unzipped) == volatile_free(plain_text)
+    om_zipped = await http.get(
+        "/metrics",
+        headers={"Accept": "application/openmetrics-text", "Accept-Encoding": "gzip"},
+        auto_decompress=False,
+    )
+    om_text = gzip.decompress(await om_zipped.read()).decode()
+    assert om_text.endswith("# EOF\n") and om_text.count("# EOF") == 1
+    # The OpenMetrics parser refuses a family that appears twice (QoS and self-metrics apart).
+    names = [f.name for f in openmetrics_families(om_text)]
+    assert "zoom_up" in names and "zoom_participant_bitrate_bytes_per_second" in names
+
+
+def volatile_free(text: str) -> str:
+    """The exposition without what changes between two scrapes (process and GC readings)."""
+    return "\n".join(
+        line
+        for line in text.splitlines()
+        if not line.startswith(("process_", "python_gc_", "zoom_exporter_asyncio_tasks"))
+    )
 
 
 async def test_scrapes_never_call_zoom(wired: tuple[TestClient, Poller], sim: Simulator) -> None:

@@ -1,12 +1,13 @@
-"""Render a snapshot to the exposition formats once, and serve the cached bytes to every scrape."""
+"""Render a snapshot's QoS to every exposition format once; each scrape adds the live
+self-metrics to the cached bytes."""
 
 from __future__ import annotations
 
-import gzip
 import math
-import threading
+import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client.core import Metric
 
@@ -51,7 +52,9 @@ def _header(family: Metric, openmetrics: bool) -> str:
     return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
 
 
-def format_exposition(families: Iterable[Metric], *, openmetrics: bool = False) -> bytes:
+def format_exposition(
+    families: Iterable[Metric], *, openmetrics: bool = False, eof: bool = True
+) -> bytes:
     """The text format (0.0.4) or OpenMetrics 1.0 of our families, without timestamps.
 
     Byte-identical to prometheus_client's generators for the gauges, counters and infos we
@@ -70,7 +73,7 @@ def format_exposition(families: Iterable[Metric], *, openmetrics: bool = False) 
                 out.append(f"{sample.name}{{{pairs}}} {go_float(sample.value)}\n")
             else:
                 out.append(f"{sample.name} {go_float(sample.value)}\n")
-    if openmetrics:
+    if openmetrics and eof:
         out.append("# EOF\n")
     return "".join(out).encode("utf-8")
 
@@ -92,35 +95,58 @@ def wants_gzip(accept_encoding: str) -> bool:
     return False
 
 
-@dataclass
+# One gzip member for the cached QoS and the live self-metrics: the QoS is deflated once per
+# cycle, and each scrape deflates only its few live lines on a copy of that state.
+_GZIP_WBITS = 31  # zlib's gzip container
+_GZIP_LEVEL = 6
+
+
+@dataclass(frozen=True)
+class Form:
+    """One format of a snapshot: the plain bytes, and a deflate state that has consumed them."""
+
+    plain: bytes
+    deflated: bytes  # the gzip stream so far (header and every byte of `plain`, flushed)
+    compressor: Any  # zlib's compressobj, to be copied, never used directly
+
+    @staticmethod
+    def of(plain: bytes) -> Form:
+        compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+        deflated = compressor.compress(plain) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        return Form(plain, deflated, compressor)
+
+    def parts(self, tail: bytes, *, compressed: bool) -> tuple[bytes, bytes]:
+        """This form followed by `tail` (the live self-metrics), gzipped when asked, as two
+        parts to write one after the other: the cached body is never copied."""
+        if not compressed:
+            return self.plain, tail
+        compressor = self.compressor.copy()
+        rest: bytes = compressor.compress(tail) + compressor.flush()
+        return self.deflated, rest
+
+    def body(self, tail: bytes, *, compressed: bool) -> bytes:
+        """The same, joined (a copy: for tests and tools, not for scrapes)."""
+        return b"".join(self.parts(tail, compressed=compressed))
+
+
+@dataclass(frozen=True)
 class Exposition:
-    """The rendered forms of one snapshot. Each form is made at most once."""
+    """Every form of one snapshot's QoS, rendered once, before it is published.
+
+    The OpenMetrics form has no `# EOF`: the self-metrics that follow it at scrape time end it.
+    """
 
     snapshot: Snapshot
-    _cache: dict[tuple[bool, bool], bytes] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    text: Form
+    openmetrics: Form
 
-    def cached(self, *, openmetrics: bool, compressed: bool) -> bytes | None:
-        """The form if it was rendered already (cheap enough for the event loop)."""
-        return self._cache.get((openmetrics, compressed))
+    @staticmethod
+    def render(snapshot: Snapshot) -> Exposition:
+        """Render every form (CPU-bound: called off the event loop, once per cycle)."""
+        families = list(registry_for(snapshot).collect())
+        text = format_exposition(families)
+        openmetrics = format_exposition(families, openmetrics=True, eof=False)
+        return Exposition(snapshot, Form.of(text), Form.of(openmetrics))
 
-    def body(self, *, openmetrics: bool, compressed: bool) -> bytes:
-        key = (openmetrics, compressed)
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is None:
-                cached = self._render(openmetrics, compressed)
-                self._cache[key] = cached
-            return cached
-
-    def _render(self, openmetrics: bool, compressed: bool) -> bytes:
-        if compressed:
-            plain = self._cache.get((openmetrics, False)) or self._render(openmetrics, False)
-            self._cache[(openmetrics, False)] = plain
-            return gzip.compress(plain, compresslevel=6, mtime=0)
-        return format_exposition(registry_for(self.snapshot).collect(), openmetrics=openmetrics)
-
-    def prerender(self) -> Exposition:
-        """Render the plain text form now (called off the event loop, once per cycle)."""
-        self.body(openmetrics=False, compressed=False)
-        return self
+    def form(self, *, openmetrics: bool) -> Form:
+        return self.openmetrics if openmetrics else self.text

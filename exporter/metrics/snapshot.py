@@ -7,10 +7,8 @@ whole; the collector only ever reads one. Nothing here does I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-
-from prometheus_client.core import Metric
 
 from exporter.polling.targets import MeetingTarget
 from exporter.zoom import units
@@ -65,51 +63,11 @@ class MeetingReading:
     listed: int = 0  # entries Zoom's listing held (those who left included): it sets the pages
 
 
-# zoom_exporter_state{state}: what the last cycle ran into. zoom_up is 1 only in the first two.
-STATES: tuple[str, ...] = (
-    "ok",
-    "degraded",  # some meetings failed, others were polled
-    "unreachable",  # every call failed
-    "auth_failed",  # Zoom refused the credentials
-    "token_unavailable",  # the OAuth token endpoint is down
-    "daily_limit",  # Zoom's daily cap is spent: calls paused until 00:00 UTC
-    "budget_exhausted",  # this exporter's own daily budget is spent until 00:00 UTC
-)
-UP_STATES = frozenset({"ok", "degraded"})
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetReading:
-    budget: int  # this exporter's daily request budget
-    remaining: int  # the lower of our own count and Zoom's X-RateLimit-Remaining
-    reset_timestamp: float  # the next 00:00 UTC
-
-
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Everything /metrics shows for one cycle."""
+    """The QoS of one cycle: every meeting's participants, as /metrics shows them."""
 
     meetings: tuple[MeetingReading, ...] = ()
-    up: bool = False
-    last_success_timestamp: float | None = None
-    poll_duration_seconds: float | None = None
-    api_requests: tuple[tuple[str, str, int], ...] = ()  # (endpoint, code, count)
-    created_at: float = 0.0
-    complete_cycles: int = 0
-    errors: tuple[str, ...] = field(default=())
-    # The exporter process's own families (process_cpu_seconds_total, ...), read by the poller.
-    process: tuple[Metric, ...] = ()
-    state: str | None = None  # one of STATES once a cycle has run
-    poll_interval_seconds: float | None = None  # the planner's effective interval
-    budget: BudgetReading | None = None
-    paused_until: float | None = None
-    cycle_requests: int | None = None  # API calls the cycle made
-    planned_requests: int | None = None  # what the planner expected them to be
-    meetings_deferred: int = 0
-    rate_limited: tuple[tuple[str, str, int], ...] = ()  # (category, type, count)
-    retries: tuple[tuple[str, str, int], ...] = ()  # (endpoint, reason, count)
-    config_reload: tuple[bool, float | None] | None = None  # (successful, last success time)
-    asyncio_tasks: int | None = None
 
 
 def _epoch(value: datetime | None) -> float | None:

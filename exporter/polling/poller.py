@@ -1,35 +1,37 @@
 """The background poll loop: discover, fetch every meeting's participant QoS, publish a snapshot.
 
 Cycles never overlap (one lock), meetings are fetched with bounded concurrency, and each cycle
-ends by swapping one new immutable Snapshot (pre-rendered) into the `SnapshotStore`.
+ends by handing one new immutable Snapshot (QoS) and Health (the exporter's own state) to the
+publisher. The poller keeps one record per meeting between cycles.
+
+What a meeting's series do when it is not polled this cycle:
+- deferred by the planner, while discovery (or the configured list) still has it: kept, however
+  long; the planner's order guarantees it a turn;
+- its poll failed, or every call is paused: kept while younger than `max_staleness`;
+- Zoom says it is not live (404/3001): dropped at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from prometheus_client import ProcessCollector
-
 from exporter.clock import SYSTEM_CLOCK, Clock
-from exporter.metrics.snapshot import (
-    UP_STATES,
-    BudgetReading,
-    MeetingReading,
-    Snapshot,
-    meeting_reading,
-)
+from exporter.logfmt import kv
+from exporter.metrics.snapshot import MeetingReading, Snapshot, meeting_reading
+from exporter.polling.health import UP_STATES, BudgetReading, Health
 from exporter.polling.planner import Candidate, can_discover, pages_for, plan_cycle
 from exporter.polling.targets import MeetingTarget, discovered_target, merge_targets
-from exporter.zoom.client import (
-    DISCOVERY_PAGE_SIZE,
-    OAUTH_ENDPOINT,
+from exporter.zoom.auth import OAUTH_ENDPOINT
+from exporter.zoom.client import DISCOVERY_PAGE_SIZE, ZoomClient
+from exporter.zoom.errors import (
     ZoomAPIError,
     ZoomAuthError,
-    ZoomClient,
     ZoomError,
+    ZoomForbiddenError,
     ZoomPausedError,
     ZoomTokenError,
 )
@@ -39,24 +41,30 @@ from exporter.zoom.models import KINDS, Kind
 log = logging.getLogger(__name__)
 
 UNLIMITED = 10**12  # the remaining budget when no daily budget is set
+Key = tuple[str, str]  # (kind, meeting_id)
 
 
 class Publisher(Protocol):
-    """Where each cycle's snapshot goes (the metrics layer's SnapshotStore)."""
+    """Where each cycle's snapshot and health go (the metrics layer's SnapshotStore)."""
 
-    @property
-    def snapshot(self) -> Snapshot: ...
+    async def publish(self, snapshot: Snapshot, health: Health) -> None: ...
 
-    async def publish(self, snapshot: Snapshot) -> None: ...
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    """What one cycle published."""
+
+    snapshot: Snapshot
+    health: Health
 
 
 @dataclass
 class CycleOutcome:
-    readings: list[MeetingReading] = field(default_factory=list)
     successes: int = 0
     failures: int = 0
     token_error: ZoomTokenError | None = None
     paused: ZoomPausedError | None = None
+    forbidden: ZoomForbiddenError | None = None
     errors: list[str] = field(default_factory=list)
     logged: set[str] = field(default_factory=set)  # errors the client has logged already
 
@@ -73,9 +81,12 @@ class CycleOutcome:
         detail = str(error) if isinstance(error, ZoomError) else f"unexpected {error!r}"
         message = f"{where}: {detail}" if where else detail
         self.errors.append(message)
+        if isinstance(error, ZoomTokenError | ZoomForbiddenError):
+            self.logged.add(message)  # the client logged it, with its backoff
         if isinstance(error, ZoomTokenError):
             self.token_error = error
-            self.logged.add(message)
+        elif isinstance(error, ZoomForbiddenError):
+            self.forbidden = error
 
     def state(self) -> str | None:
         """The cycle's zoom_exporter_state, or None if it made no attempt (keep the last)."""
@@ -85,6 +96,8 @@ class CycleOutcome:
             return "auth_failed"
         if self.token_error is not None:
             return "token_unavailable"
+        if self.forbidden is not None:
+            return "forbidden"
         if self.failures and self.successes:
             return "degraded"
         if self.failures:
@@ -93,12 +106,27 @@ class CycleOutcome:
 
 
 @dataclass
-class MeetingBook:
-    """What the poller remembers of a meeting between cycles, for the planner."""
+class MeetingRecord:
+    """Everything the poller remembers of one meeting between cycles."""
 
+    target: MeetingTarget
+    reading: MeetingReading | None = None  # the last good reading, while it is served
     records: int | None = None  # entries its last listing held (participants who left count)
-    last_polled: float | None = None
-    deferred: int = 0
+    announced: int = 0  # the participant count discovery reported
+    last_polled: float | None = None  # wall time of the last successful poll
+    last_attempt: float | None = None  # wall time of the last call for it
+    deferred: int = 0  # cycles in a row the planner left it out
+    live: bool | None = None  # None: not known yet; False: Zoom said it is not live
+
+    def candidate(self) -> Candidate:
+        records = self.records if self.records is not None else self.announced
+        return Candidate(
+            key=(self.target.kind, self.target.meeting_id),
+            cost=pages_for(records),
+            configured=self.target.source == "configured",
+            last_polled=self.last_polled,
+            deferred=self.deferred,
+        )
 
 
 class Poller:
@@ -114,24 +142,25 @@ class Poller:
         max_staleness: float = 600.0,
         max_interval: float | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        resumed: bool = False,
     ) -> None:
         self._store = store
         self._clock = clock
         self._cycle_lock = asyncio.Lock()
         self._discovered: dict[Kind, list[MeetingTarget]] = {k: [] for k in KINDS}
+        self._discovered_at: dict[Kind, float | None] = dict.fromkeys(KINDS)
         self._discovery_pages: dict[Kind, int] = dict.fromkeys(KINDS, 1)
-        self._announced: dict[tuple[str, str], int] = {}
-        self._books: dict[tuple[str, str], MeetingBook] = {}
-        self._last_good: dict[tuple[str, str], MeetingReading] = {}
+        self._records: dict[Key, MeetingRecord] = {}
         self._last_success: float | None = None
         self._last_errors: frozenset[str] = frozenset()
         self._state: str | None = None
         self._credit = 0.0
-        self._started = False  # a cycle has reached Zoom: until then, poll all the budget allows
+        # Until a cycle reaches Zoom, poll all the budget allows; not after a restart that
+        # resumed today's spend (a crash loop must not poll everything on every start).
+        self._started = resumed
         self._cycles = 0
-        self._process = ProcessCollector(registry=None)
         self._wake = asyncio.Event()
-        self.config_reload: tuple[bool, float | None] | None = None
+        self.health = Health()
         self.configure(
             client,
             interval=interval,
@@ -169,13 +198,6 @@ class Poller:
             self.configure(client, **settings)
         self._wake.set()
 
-    async def republish(self) -> None:
-        """Publish the current snapshot again with the latest config-reload status."""
-        async with self._cycle_lock:
-            current = self._store.snapshot
-            if current.complete_cycles:
-                await self._store.publish(replace(current, config_reload=self.config_reload))
-
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Run cycles every effective interval (start to start) until `stop` is set.
 
@@ -197,32 +219,31 @@ class Poller:
                 for waiter in waiters:
                     waiter.cancel()
 
-    async def run_cycle(self) -> Snapshot:
+    async def run_cycle(self) -> CycleReport:
         async with self._cycle_lock:
             return await self._cycle()
 
-    async def _cycle(self) -> Snapshot:
+    async def _cycle(self) -> CycleReport:
         began = self._clock.monotonic()
         calls_before = self._calls()
         outcome = CycleOutcome()
         now = self._clock.time()
         budget = self._client.budget
         remaining = budget.remaining(now) if budget is not None else UNLIMITED
-        outcome.paused = self._client.paused()
-        readings: list[MeetingReading]
+        blocked = self._client.paused()
         planned: int | None = None
-        deferred: tuple[tuple[str, str], ...] = ()
-        if outcome.paused is not None:
-            readings = list(self._last_good.values())  # served as they are until the reset
+        deferred: tuple[Key, ...] = ()
+        not_live = 0
+        if blocked is not None:
+            outcome.failed(blocked)
+            if isinstance(blocked, ZoomAuthError):
+                outcome.failures -= 1  # no call was made; the state says why
+            readings = [r for r in map(self._fresh, list(self._records)) if r is not None]
             self.effective_interval = self.interval
         else:
-            discovered = await self._discover(outcome, now, remaining)
-            merged = merge_targets(self._configured, discovered)
-            targets: dict[tuple[str, str], MeetingTarget] = {
-                (t.kind, t.meeting_id): t for t in merged
-            }
+            targets, not_live = self._targets(await self._discover(outcome, now, remaining), now)
             plan = plan_cycle(
-                (self._candidate(t) for t in targets.values()),
+                (self._records[k].candidate() for k in targets),
                 now=now,
                 remaining=remaining,
                 base_interval=self.interval,
@@ -234,10 +255,10 @@ class Poller:
             )
             self._credit, self.effective_interval = plan.credit, plan.interval
             planned, deferred = plan.planned_calls, plan.deferred
-            polled = await asyncio.gather(*(self._poll(targets[k], outcome) for k in plan.selected))
-            kept = (self._kept(key, outcome) for key in plan.deferred)
+            polled = await asyncio.gather(*(self._poll(k, outcome) for k in plan.selected))
+            kept = (self._deferred(key, outcome) for key in plan.deferred)
             readings = [r for r in (*polled, *kept) if r is not None]
-            self._forget(set(targets), set(plan.deferred))
+            self._forget(targets)
         self._started = self._started or outcome.successes > 0
         state = outcome.state() or self._state or "ok"
         self._state = state
@@ -247,29 +268,27 @@ class Poller:
         self._cycles += 1
         snapshot = Snapshot(
             meetings=tuple(sorted(readings, key=lambda r: (r.target.kind, r.target.meeting_id))),
+        )
+        health = Health(
+            state=state,
             up=state in UP_STATES,
             last_success_timestamp=self._last_success,
             poll_duration_seconds=self._clock.monotonic() - began,
-            api_requests=self._client.requests.snapshot(),
             created_at=end,
             complete_cycles=self._cycles,
             errors=tuple(outcome.errors),
-            process=tuple(self._process.collect()),
-            state=state,
             poll_interval_seconds=self.effective_interval,
             budget=self._budget_reading(end),
             paused_until=self._paused_until(outcome),
             cycle_requests=self._calls() - calls_before,
             planned_requests=planned,
             meetings_deferred=len(deferred),
-            rate_limited=self._client.rate_limited.snapshot(),
-            retries=self._client.retries.snapshot(),
-            config_reload=self.config_reload,
-            asyncio_tasks=len(asyncio.all_tasks()),
+            meetings_not_live=not_live,
         )
-        await self._store.publish(snapshot)
-        self._log(snapshot, outcome)
-        return snapshot
+        self.health = health
+        await self._store.publish(snapshot, health)
+        self._log(snapshot, health, outcome)
+        return CycleReport(snapshot, health)
 
     def _calls(self) -> int:
         return self._client.requests.total(excluding=OAUTH_ENDPOINT)
@@ -282,50 +301,87 @@ class Poller:
 
     def _paused_until(self, outcome: CycleOutcome) -> float | None:
         paused = outcome.paused or self._client.paused()
-        return paused.until if paused is not None else None
+        return paused.until if isinstance(paused, ZoomPausedError) else None
 
-    def _log(self, snapshot: Snapshot, outcome: CycleOutcome) -> None:
+    def _log(self, snapshot: Snapshot, health: Health, outcome: CycleOutcome) -> None:
         """Errors are logged when they change; the same ones every cycle go to debug."""
-        errors = frozenset(outcome.errors)
         for error in outcome.errors:
             repeated = error in self._last_errors or error in outcome.logged
             level = logging.DEBUG if repeated else logging.WARNING
-            log.log(level, "poll: %s", error)
-        self._last_errors = errors
+            log.log(level, "poll failed", extra=kv(error=error))
+        self._last_errors = frozenset(outcome.errors)
         if outcome.paused is not None:
-            log.debug("poll: %s", outcome.paused)
+            log.debug("calls paused", extra=kv(state=health.state, error=str(outcome.paused)))
         log.info(
-            "cycle %d: %s, %d meetings, %d participants, %d calls, %d deferred, next in %.0f s",
-            self._cycles,
-            snapshot.state,
-            len(snapshot.meetings),
-            sum(len(m.participants) for m in snapshot.meetings),
-            snapshot.cycle_requests or 0,
-            snapshot.meetings_deferred,
-            self.effective_interval,
+            "cycle done",
+            extra=kv(
+                cycle=self._cycles,
+                state=health.state,
+                meetings=len(snapshot.meetings),
+                participants=sum(len(m.participants) for m in snapshot.meetings),
+                calls=health.cycle_requests or 0,
+                deferred=health.meetings_deferred,
+                next_in_seconds=round(self.effective_interval),
+            ),
         )
 
-    def _candidate(self, target: MeetingTarget) -> Candidate:
+    # -- targets ------------------------------------------------------------------------------
+
+    def _record(self, target: MeetingTarget) -> MeetingRecord:
         key = (target.kind, target.meeting_id)
-        book = self._books.get(key) or MeetingBook()
-        records = book.records
-        if records is None:  # never listed: as many as discovery announced, or one page
-            records = self._announced.get(key, 0)
-        return Candidate(
-            key=key,
-            cost=pages_for(records),
-            configured=target.source == "configured",
-            last_polled=book.last_polled,
-            deferred=book.deferred,
-        )
+        record = self._records.get(key)
+        if record is None:
+            record = self._records[key] = MeetingRecord(target)
+        else:
+            record.target = target  # discovery may bring a newer topic, uuid or host
+        return record
 
-    def _forget(self, wanted: set[tuple[str, str]], deferred: set[tuple[str, str]]) -> None:
-        """Drop what the poller remembers of meetings that are gone; count deferrals."""
-        self._last_good = {k: v for k, v in self._last_good.items() if k in wanted}
-        self._books = {k: v for k, v in self._books.items() if k in wanted}
-        self._announced = {k: v for k, v in self._announced.items() if k in wanted}
-        for key in deferred:
-            self._books.setdefault(key, MeetingBook()).deferred += 1
+    def _targets(self, discovered: list[MeetingTarget], now: float) -> tuple[list[Key], int]:
+        """The meetings this cycle may poll, and how many configured ids it leaves out because
+        they are not live: one that a fresh discovery does not list costs no call; without a
+        fresh discovery, one known not to be live is tried at most every `max_interval`."""
+        listed = {(t.kind, t.meeting_id) for t in discovered}
+        listed |= {(t.kind, t.uuid) for t in discovered if t.uuid}
+        keys: list[Key] = []
+        skipped = 0
+        for target in merge_targets(self._configured, discovered):
+            record = self._record(target)
+            key = (target.kind, target.meeting_id)
+            if target.source == "configured" and key not in listed and self._idle(record, now):
+                skipped += 1
+                continue
+            keys.append(key)
+        return keys, skipped
+
+    def _idle(self, record: MeetingRecord, now: float) -> bool:
+        """Whether a configured meeting that discovery does not list is left out this cycle."""
+        if self._discovery_fresh(record.target.kind, now):
+            self._not_live(record, "discovery does not list it")
+            return True
+        tried = record.last_attempt
+        return record.live is False and tried is not None and now - tried < self.max_interval
+
+    def _discovery_fresh(self, kind: Kind, now: float) -> bool:
+        """Whether this kind's discovery list is recent enough to say what is live."""
+        at = self._discovered_at[kind]
+        return self._discovery and at is not None and now - at <= self.max_interval
+
+    def _not_live(self, record: MeetingRecord, why: str) -> None:
+        record.reading = None
+        if record.live is not False:
+            target = record.target
+            log.info(
+                "not live",
+                extra=kv(kind=target.kind, meeting_id=target.meeting_id, reason=why),
+            )
+        record.live = False
+
+    def _forget(self, wanted: Iterable[Key]) -> None:
+        """Drop the records of meetings that are neither configured nor discovered any more."""
+        keep = set(wanted) | {(t.kind, t.meeting_id) for t in self._configured}
+        self._records = {k: v for k, v in self._records.items() if k in keep}
+
+    # -- discovery ----------------------------------------------------------------------------
 
     async def _discover(
         self, outcome: CycleOutcome, now: float, remaining: int
@@ -341,16 +397,18 @@ class Poller:
                 except ZoomError as error:
                     outcome.failed(error, f"{kind} discovery")  # keep that kind's last list
                 except Exception as error:
-                    log.exception("%s discovery: unexpected failure", kind)
+                    log.exception("discovery: unexpected failure", extra=kv(kind=kind))
                     outcome.failed(error, f"{kind} discovery")
                 else:
                     outcome.successes += 1
-                    targets = [discovered_target(kind, m) for m in live]
-                    self._discovered[kind] = [t for t in targets if t is not None]
-                    for target, meeting in zip(targets, live, strict=True):
+                    self._discovered_at[kind] = self._clock.time()
+                    found: list[MeetingTarget] = []
+                    for meeting in live:
+                        target = discovered_target(kind, meeting)
                         if target is not None:
-                            count = _count(meeting.participants)
-                            self._announced[(kind, target.meeting_id)] = count
+                            found.append(target)
+                            self._record(target).announced = _count(meeting.participants)
+                    self._discovered[kind] = found
                     self._discovery_pages[kind] = pages_for(len(live), DISCOVERY_PAGE_SIZE)
         if not self._discovery:
             return []
@@ -366,65 +424,80 @@ class Poller:
         interval, credit = self.effective_interval, self._credit
         return can_discover(pages, now=now, remaining=remaining, interval=interval, credit=credit)
 
-    async def _poll(self, target: MeetingTarget, outcome: CycleOutcome) -> MeetingReading | None:
-        key = (target.kind, target.meeting_id)
+    # -- polling ------------------------------------------------------------------------------
+
+    async def _poll(self, key: Key, outcome: CycleOutcome) -> MeetingReading | None:
+        record = self._records[key]
+        target = record.target
         where = f"{target.kind} {target.meeting_id}"
-        book = self._books.setdefault(key, MeetingBook())
-        book.deferred = 0
+        record.deferred = 0
         async with self._semaphore:
             if outcome.halted:  # no token, or calls are paused: spare Zoom the calls
-                return self._kept(key, outcome)
+                return self._fresh(key)
+            record.last_attempt = self._clock.time()
             try:
                 participants = await self._client.participants_qos(target.kind, target.api_id)
             except ZoomAPIError as error:
                 if error.gone:
-                    log.info("%s is not live any more", where)
                     outcome.successes += 1
-                    self._last_good.pop(key, None)
-                    self._books.pop(key, None)
-                    # Not again until a discovery lists it: the old list may be reused a while.
-                    self._discovered[target.kind] = [
-                        t for t in self._discovered[target.kind] if t.meeting_id != key[1]
-                    ]
+                    self._gone(record)
                     return None
                 outcome.failed(error, where)
-                return self._stale(key)
+                return self._fresh(key)
             except ZoomError as error:
                 outcome.failed(error, where)
-                return self._stale(key)
+                return self._fresh(key)
             except Exception as error:  # a bug or an unforeseen answer: the others go on
-                log.exception("%s: unexpected failure", where)
+                log.exception("poll: unexpected failure", extra=kv(kind=key[0], meeting_id=key[1]))
                 outcome.failed(error, where)
-                return self._stale(key)
+                return self._fresh(key)
         outcome.successes += 1
         now = self._clock.time()
         reading = meeting_reading(target, participants, now)
-        book.records, book.last_polled = reading.listed, now
-        self._last_good[key] = reading
+        if record.live is False:
+            log.info("live again", extra=kv(kind=key[0], meeting_id=key[1]))
+        record.records, record.last_polled, record.live = reading.listed, now, True
+        record.reading = reading
         return reading
 
-    def _kept(self, key: tuple[str, str], outcome: CycleOutcome) -> MeetingReading | None:
-        """The last reading of a meeting not polled now: all of it while calls are paused
-        (until the reset), otherwise while it is fresh enough."""
-        if outcome.paused is not None:
-            return self._last_good.get(key)
-        return self._stale(key)
+    def _gone(self, record: MeetingRecord) -> None:
+        """Zoom answered 404/3001: the meeting is not live. A discovered one is forgotten (and
+        taken off the reused discovery list); a configured one waits to be listed again."""
+        target = record.target
+        self._not_live(record, "Zoom answered 404, code 3001")
+        record.records = None
+        if target.source == "discovered":
+            del self._records[(target.kind, target.meeting_id)]
+            self._discovered[target.kind] = [
+                t for t in self._discovered[target.kind] if t.meeting_id != target.meeting_id
+            ]
 
-    def _stale(self, key: tuple[str, str]) -> MeetingReading | None:
-        """The last good reading of a meeting not polled now, while it is fresh enough."""
-        reading = self._last_good.get(key)
-        if reading is None:
+    def _deferred(self, key: Key, outcome: CycleOutcome) -> MeetingReading | None:
+        """A meeting the planner left out: still listed, so its last reading stays, however
+        old; while every call is halted it ages like a failure."""
+        record = self._records[key]
+        record.deferred += 1
+        return self._fresh(key) if outcome.halted else record.reading
+
+    def _fresh(self, key: Key) -> MeetingReading | None:
+        """The last good reading of a meeting not polled now, while younger than
+        `max_staleness`."""
+        record = self._records.get(key)
+        if record is None or record.reading is None:
             return None
-        if self._clock.time() - reading.polled_at > self._max_staleness:
-            del self._last_good[key]
+        if self._clock.time() - record.reading.polled_at > self._max_staleness:
+            record.reading = None
             return None
-        return reading
+        return record.reading
 
 
 def _count(value: float | str | None) -> int:
     """A participant count from discovery; anything unusable counts as 0."""
     if isinstance(value, int | float) and value >= 0:
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
+        try:
+            return int(value)
+        except (OverflowError, ValueError):
+            return 0
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 10:
         return int(value)
     return 0

@@ -1,11 +1,11 @@
-"""The HTTP face of the exporter: landing page, /metrics, /-/healthy and /-/ready.
+"""The HTTP face of the exporter: landing page, /metrics, /-/healthy, /-/ready and /-/reload.
 
 Handlers only read the current pre-rendered snapshot: a scrape never calls Zoom.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -15,34 +15,49 @@ from exporter.metrics.exposition import (
     wants_gzip,
     wants_openmetrics,
 )
+from exporter.metrics.selfmetrics import SelfMetrics
 from exporter.metrics.store import SnapshotStore
 from exporter.web import status_page
 from exporter.web.webconfig import WebConfig, middlewares
 
+# Reloads the configuration; returns None, or why it failed.
+Reloader = Callable[[], Awaitable[str | None]]
+
 STORE = web.AppKey("store", SnapshotStore)
 TELEMETRY_PATH = web.AppKey("telemetry_path", str)
+SELF_METRICS = web.AppKey("self_metrics", SelfMetrics)
+RELOAD: web.AppKey[Reloader] = web.AppKey("reload")
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """The cached QoS of the last cycle, then the live self-metrics; never a call to Zoom."""
     exposition = request.app[STORE].exposition
     openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
     compressed = wants_gzip(request.headers.get("Accept-Encoding", ""))
-    body = exposition.cached(openmetrics=openmetrics, compressed=compressed)
-    if body is None:  # the first scrape in this form since the cycle: render it off the loop
-        body = await asyncio.to_thread(
-            exposition.body, openmetrics=openmetrics, compressed=compressed
-        )
-    headers = {
-        "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
-        "Vary": "Accept, Accept-Encoding",
-    }
+    own = request.app.get(SELF_METRICS)
+    tail = own.render(openmetrics=openmetrics) if own is not None else b""
+    if openmetrics and own is None:
+        tail = b"# EOF\n"
+    cached, rest = exposition.form(openmetrics=openmetrics).parts(tail, compressed=compressed)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
+            "Vary": "Accept, Accept-Encoding",
+        }
+    )
     if compressed:
-        headers["Content-Encoding"] = "gzip"
-    return web.Response(body=body, headers=headers)
+        response.headers["Content-Encoding"] = "gzip"
+    response.content_length = len(cached) + len(rest)
+    await response.prepare(request)
+    await response.write(cached)
+    await response.write(rest)
+    await response.write_eof()
+    return response
 
 
 async def landing(request: web.Request) -> web.Response:
-    html = status_page.render(request.app[STORE].snapshot, request.app[TELEMETRY_PATH])
+    store = request.app[STORE]
+    html = status_page.render(store.snapshot, store.health, request.app[TELEMETRY_PATH])
     return web.Response(text=html, content_type="text/html")
 
 
@@ -56,14 +71,36 @@ async def ready(request: web.Request) -> web.Response:
     return web.Response(status=503, text="Not ready: the first poll cycle has not finished\n")
 
 
+async def reload(request: web.Request) -> web.Response:
+    """POST /-/reload, as in Prometheus: only with --web.enable-lifecycle."""
+    reloader = request.app.get(RELOAD)
+    if reloader is None:
+        return web.Response(status=403, text="Lifecycle API is not enabled.\n")
+    error = await reloader()
+    if error is not None:
+        return web.Response(status=500, text=f"failed to reload config: {error}\n")
+    return web.Response(text="Reloaded\n")
+
+
 def create_app(
-    store: SnapshotStore, telemetry_path: str = "/metrics", web_config: WebConfig | None = None
+    store: SnapshotStore,
+    telemetry_path: str = "/metrics",
+    web_config: WebConfig | None = None,
+    *,
+    self_metrics: SelfMetrics | None = None,
+    reloader: Reloader | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=middlewares(web_config or WebConfig()))
     app[STORE] = store
     app[TELEMETRY_PATH] = telemetry_path
+    if self_metrics is not None:
+        app[SELF_METRICS] = self_metrics
+    if reloader is not None:
+        app[RELOAD] = reloader
     app.router.add_get("/", landing)
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
+    app.router.add_put("/-/reload", reload)
     return app

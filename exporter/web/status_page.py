@@ -21,6 +21,7 @@ from typing import Final, Literal
 
 from exporter import __version__
 from exporter.metrics.snapshot import MeetingReading, ParticipantReading, Snapshot, StreamReading
+from exporter.polling.health import Health
 
 Quality = Literal["good", "fair", "poor", "unknown"]
 _RANK: Final[dict[Quality, int]] = {"unknown": 0, "good": 1, "fair": 2, "poor": 3}
@@ -285,19 +286,21 @@ STATE_TEXT = {
     "degraded": "Some meetings could not be polled",
     "unreachable": "Every call to the Zoom API failed",
     "auth_failed": "Zoom refused the credentials",
+    "forbidden": "Zoom refused the calls for want of permission (a scope, or the Dashboard "
+    "feature); see the errors below",
     "token_unavailable": "Zoom's OAuth token endpoint is not answering",
     "daily_limit": "Zoom's daily request limit for the account is reached; showing the last data",
     "budget_exhausted": "This exporter's daily request budget is spent; showing the last data",
 }
 
 
-def _summary(snapshot: Snapshot) -> str:
+def _summary(snapshot: Snapshot, health: Health) -> str:
     participants = [p for m in snapshot.meetings for p in m.participants]
     meetings = sum(1 for m in snapshot.meetings if m.target.kind == "meeting")
     webinars = sum(1 for m in snapshot.meetings if m.target.kind == "webinar")
     poor = sum(1 for p in participants if participant_quality(p) == "poor")
-    state = "up" if snapshot.up else "down"
-    reason = STATE_TEXT.get(snapshot.state or "", "")
+    state = "up" if health.up else "down"
+    reason = STATE_TEXT.get(health.state or "", "")
     title = f' title="{escape(reason)}"' if reason else ""
     items = [
         ("Zoom API", f'<span class="state-{state}"{title}>{state}</span>'),
@@ -306,11 +309,11 @@ def _summary(snapshot: Snapshot) -> str:
         ("Participants", str(len(participants))),
         ("In poor condition", str(poor)),
     ]
-    if snapshot.budget is not None:
-        budget = snapshot.budget
+    if health.budget is not None:
+        budget = health.budget
         items.append(("API budget left today", f"{budget.remaining:,} of {budget.budget:,}"))
-    if snapshot.poll_interval_seconds is not None:
-        items.append(("Polled every", f"{snapshot.poll_interval_seconds:.0f} s"))
+    if health.poll_interval_seconds is not None:
+        items.append(("Polled every", f"{health.poll_interval_seconds:.0f} s"))
     return (
         '<ul class="summary">'
         + "".join(f"<li>{label}<b>{value}</b></li>" for label, value in items)
@@ -329,10 +332,10 @@ def _legend() -> str:
     )
 
 
-def render(snapshot: Snapshot, telemetry_path: str) -> str:
-    """The whole landing page for one snapshot."""
+def render(snapshot: Snapshot, health: Health, telemetry_path: str) -> str:
+    """The whole landing page for one snapshot and the health of the cycle that made it."""
     path = escape(telemetry_path)
-    if snapshot.complete_cycles == 0 and not snapshot.meetings:
+    if health.complete_cycles == 0 and not snapshot.meetings:
         body = "<p>Waiting for the first poll cycle to finish…</p>"
     elif not snapshot.meetings:
         body = "<p>No live meetings or webinars.</p>"
@@ -343,18 +346,18 @@ def render(snapshot: Snapshot, telemetry_path: str) -> str:
         )
         body = "".join(_meeting_section(m) for m in ordered)
     errors = ""
-    reason = STATE_TEXT.get(snapshot.state or "", "")
-    if reason and not snapshot.up:
+    reason = STATE_TEXT.get(health.state or "", "")
+    if reason and not health.up:
         until = ""
-        if snapshot.paused_until is not None:
-            until = f" Calls resume at {_when(snapshot.paused_until)}."
+        if health.paused_until is not None:
+            until = f" Calls resume at {_when(health.paused_until)}."
         errors = f'<div class="errors"><b>{escape(reason)}.</b>{until}</div>'
-    if snapshot.errors:
-        items = "".join(f"<li>{escape(e)}</li>" for e in snapshot.errors)
+    if health.errors:
+        items = "".join(f"<li>{escape(e)}</li>" for e in health.errors)
         errors += f'<div class="errors"><b>Last cycle errors</b><ul>{items}</ul></div>'
     duration = (
-        f" in {snapshot.poll_duration_seconds:.2f} s"
-        if snapshot.poll_duration_seconds is not None
+        f" in {health.poll_duration_seconds:.2f} s"
+        if health.poll_duration_seconds is not None
         else ""
     )
     return (
@@ -366,7 +369,7 @@ def render(snapshot: Snapshot, telemetry_path: str) -> str:
         f'<nav><a href="{path}">Metrics</a><a href="/-/healthy">Health</a>'
         '<a href="/-/ready">Readiness</a></nav>'
         f'<p class="meta">Version {escape(__version__)} · last successful poll '
-        f"{_when(snapshot.last_success_timestamp)}{duration} · "
+        f"{_when(health.last_success_timestamp)}{duration} · "
         f"this page reloads every {REFRESH_SECONDS} s</p></header>"
-        f"<main>{_summary(snapshot)}{errors}{_legend()}{body}</main></body></html>\n"
+        f"<main>{_summary(snapshot, health)}{errors}{_legend()}{body}</main></body></html>\n"
     )

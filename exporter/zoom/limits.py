@@ -1,4 +1,5 @@
-"""Zoom's rate limits on our side: plans, a token bucket per rate-limit category, backoff.
+"""Zoom's limits on our side: plans, a token bucket per rate-limit category, backoff, the
+daily budget and the holds, and the state file that keeps the day's spend across restarts.
 
 Zoom limits every account per category: "Heavy" calls (every QoS call) per second and
 "Resource-intensive" calls (the discovery lists) per minute, plus a daily cap shared by both
@@ -9,13 +10,21 @@ daily cap is `budget`'s job.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Final, Literal
+from pathlib import Path
+from typing import Any, Final, Literal
 
 from exporter.clock import Clock
+from exporter.logfmt import kv
+
+log = logging.getLogger(__name__)
 
 Category = Literal["Heavy", "Resource-intensive"]
 HEAVY: Final = "Heavy"
@@ -45,22 +54,34 @@ PLANS: Final[dict[str, AccountPlan]] = {
 }
 
 
+def utc_day(now: float) -> int:
+    """The UTC day of `now` (epoch seconds), as a day number; Zoom's daily cap is per UTC day."""
+    return int(now // DAY)
+
+
 def seconds_until_reset(now: float) -> float:
     """Seconds from `now` (epoch) to the next 00:00 UTC, when Zoom resets the daily cap."""
     return DAY - now % DAY
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Retry-After as seconds from `now`: it is either delay-seconds or an HTTP date."""
+    """Retry-After as seconds from `now`: delay-seconds, an HTTP date, or an ISO-8601 time
+    (Zoom's documented example is `2020-05-31T00:00:00Z`)."""
     if not value:
         return None
     text = value.strip()
     if text.isdigit():
-        return float(text)
+        return float(text) if len(text) <= 12 else None
+    when: datetime | None
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
-        return None
+        when = None
+    if when is None:
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - now)
@@ -141,6 +162,11 @@ class RateLimiter:
             RESOURCE_INTENSIVE: TokenBucket(resource_per_second, 2, clock),
         }
 
+    def set_rates(self, heavy_per_second: float, resource_per_second: float) -> None:
+        """New rates (a reload); tokens in hand and pauses are kept."""
+        self.buckets[HEAVY].rate = heavy_per_second
+        self.buckets[RESOURCE_INTENSIVE].rate = resource_per_second
+
     async def acquire(self, category: str) -> None:
         await self.buckets[category].acquire()
 
@@ -156,8 +182,9 @@ class RateLimiter:
 class DailyBudget:
     """Counts this exporter's calls per UTC day against its share of the daily cap.
 
-    `remaining` is the lower of our own count and the account-wide X-RateLimit-Remaining that
-    Zoom last reported (other apps spend from the same cap).
+    `remaining` is the lower of our own count and the account-wide remaining count that Zoom
+    last reported (other apps spend from the same cap). The day's spend can be saved and
+    resumed (`state`, `resume`), so a restart on the same day does not start afresh.
     """
 
     def __init__(self, budget: int) -> None:
@@ -167,7 +194,7 @@ class DailyBudget:
         self._reported: int | None = None
 
     def _roll(self, now: float) -> None:
-        day = int(now // 86400)
+        day = utc_day(now)
         if day != self._day:
             self._day, self._used, self._reported = day, 0, None
 
@@ -176,7 +203,8 @@ class DailyBudget:
         self._used += calls
 
     def observe(self, now: float, reported_remaining: int) -> None:
-        """Zoom's X-RateLimit-Remaining, as it arrived with an answer."""
+        """Zoom's daily remaining count, as it arrived with an answer (see
+        `transport.daily_remaining` for when a header is trusted as one)."""
         self._roll(now)
         self._reported = max(0, reported_remaining)
 
@@ -188,3 +216,135 @@ class DailyBudget:
         self._roll(now)
         own = max(0, self.budget - self._used)
         return own if self._reported is None else min(own, self._reported)
+
+    def state(self, now: float) -> dict[str, int]:
+        """What a restart on the same UTC day resumes from."""
+        self._roll(now)
+        state = {"day": self._day, "used": self._used}
+        if self._reported is not None:
+            state["reported_remaining"] = self._reported
+        return state
+
+    def resume(self, now: float, state: dict[str, int]) -> bool:
+        """Take the spend saved earlier today; a state of another day is ignored."""
+        self._roll(now)
+        if state.get("day") != self._day:
+            return False
+        self._used = max(self._used, int(state.get("used", 0)))
+        reported = state.get("reported_remaining")
+        if isinstance(reported, int) and reported >= 0:
+            self._reported = reported
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Calls held back until `until` (epoch seconds), and why."""
+
+    until: float
+    reason: str  # daily_limit, auth_failed, forbidden
+    message: str
+    failures: int  # consecutive holds of this scope: the backoff step
+
+
+class Holds:
+    """Calls Zoom told us not to make yet, by scope: "all" (a daily limit, refused credentials)
+    or a kind ("meeting", "webinar": a missing scope or feature). Lives as long as the daemon,
+    so a reload forgets none."""
+
+    ALL: Final = "all"
+
+    def __init__(self) -> None:
+        self._holds: dict[str, Hold] = {}
+
+    def hold(self, scope: str, until: float, reason: str, message: str) -> Hold:
+        previous = self._holds.get(scope)
+        failures = previous.failures + 1 if previous is not None else 1
+        if previous is not None and previous.until > until and previous.reason == reason:
+            until = previous.until
+        held = Hold(until, reason, message, failures)
+        self._holds[scope] = held
+        return held
+
+    def active(self, scope: str, now: float) -> Hold | None:
+        """The hold on `scope` (or on every call) still in force at `now`."""
+        for key in (self.ALL, scope):
+            held = self._holds.get(key)
+            if held is not None and now < held.until:
+                return held
+        return None
+
+    def failures(self, scope: str) -> int:
+        held = self._holds.get(scope)
+        return held.failures if held is not None else 0
+
+    def release(self, scope: str) -> None:
+        """A call in `scope` went through: its backoff starts again from the first step."""
+        self._holds.pop(scope, None)
+
+    def current(self, now: float) -> dict[str, Hold]:
+        return {scope: h for scope, h in self._holds.items() if now < h.until}
+
+
+class StateFile:
+    """The day's spend and a daily-limit pause, kept on disk so that a restart on the same UTC
+    day resumes them. Written atomically (a temporary file, fsync, rename); a missing or
+    corrupt file starts the day afresh, with a warning."""
+
+    NAME: Final = "state.json"
+    VERSION: Final = 1
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / self.NAME
+        self._failed = False  # a write failed: warn once, not every cycle
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state, or None (with a warning) when there is none that can be used."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            log.warning(
+                "no state file yet; today's API spend starts at 0",
+                extra=kv(path=str(self.path)),
+            )
+            return None
+        except OSError as error:
+            log.warning(
+                "cannot read the state file; today's API spend starts at 0",
+                extra=kv(path=str(self.path), error=error.strerror),
+            )
+            return None
+        try:
+            state = json.loads(raw[: 1 << 16])
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            state = None
+        if not isinstance(state, dict) or state.get("version") != self.VERSION:
+            log.warning(
+                "the state file is corrupt; today's API spend starts at 0",
+                extra=kv(path=str(self.path)),
+            )
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> bool:
+        """Write `state` atomically; on failure log once and go on (polling never stops)."""
+        temporary = self.path.with_name(f".{self.NAME}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with temporary.open("w", encoding="utf-8") as out:
+                json.dump({"version": self.VERSION, **state}, out, allow_nan=False)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path)
+        except (OSError, ValueError) as error:
+            if not self._failed:
+                log.warning(
+                    "cannot write the state file; a restart today will count the day afresh",
+                    extra=kv(path=str(self.path), error=getattr(error, "strerror", str(error))),
+                )
+            self._failed = True
+            return False
+        if self._failed:
+            log.info("the state file is written again", extra=kv(path=str(self.path)))
+        self._failed = False
+        return True

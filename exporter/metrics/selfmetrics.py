@@ -1,0 +1,250 @@
+"""The exporter's own metrics, from a live registry read at every scrape.
+
+Counters live as long as the daemon (they never go back, whatever is reloaded); the process,
+GC and platform collectors are prometheus_client's own. The rendered lines follow the cached
+QoS body of each scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+from collections.abc import Callable, Iterator
+from typing import Final, Protocol, cast
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from exporter import build as build_info
+from exporter.polling.health import STATES, Health
+from exporter.zoom.limits import HEAVY, RESOURCE_INTENSIVE
+from exporter.zoom.telemetry import ApiTelemetry
+
+REFRESH: Final = " Refreshed each poll cycle."
+
+
+class DaemonView(Protocol):
+    """What the self-metrics read from the running daemon."""
+
+    @property
+    def health(self) -> Health: ...
+
+    @property
+    def telemetry(self) -> ApiTelemetry: ...
+
+    @property
+    def config_reload(self) -> tuple[bool, float | None]: ...
+
+    @property
+    def token_expiry(self) -> float | None: ...
+
+
+class ExporterCollector:
+    """The exporter's own health, read live at each scrape: reachability of Zoom, cycle timing,
+    API calls, the budget and the planner, reloads, the token, build.
+
+        zoom_up 1
+        zoom_exporter_state{state="ok"} 1
+        zoom_api_requests_total{code="200",endpoint="meeting_participants_qos"} 7
+    """
+
+    def __init__(self, view: DaemonView) -> None:
+        self._view = view
+
+    def collect(self) -> Iterator[Metric]:
+        view = self._view
+        snap = view.health
+        yield GaugeMetricFamily(
+            "zoom_up",
+            "1 if the last poll cycle reached the Zoom API, 0 if it failed." + REFRESH,
+            value=1.0 if snap.up else 0.0,
+        )
+        if snap.last_success_timestamp is not None:
+            yield GaugeMetricFamily(
+                "zoom_last_successful_poll_timestamp_seconds",
+                "Unix time at which the last successful poll cycle ended." + REFRESH,
+                value=snap.last_success_timestamp,
+            )
+        if snap.poll_duration_seconds is not None:
+            yield GaugeMetricFamily(
+                "zoom_poll_duration_seconds",
+                "Duration of the last poll cycle in seconds." + REFRESH,
+                value=snap.poll_duration_seconds,
+            )
+        requests = CounterMetricFamily(
+            "zoom_api_requests",
+            "Zoom API calls by endpoint and HTTP status code (error: no answer)." + REFRESH,
+            labels=["endpoint", "code"],
+        )
+        telemetry = view.telemetry
+        for endpoint, code, count in telemetry.requests.snapshot():
+            requests.add_metric([endpoint, code], count)
+        yield requests
+        yield from telemetry.durations.collect()
+        yield from _health(snap, telemetry)
+        yield from _daemon(view)
+        build = InfoMetricFamily("zoom_exporter_build", "Exporter build information; always 1.")
+        build.add_metric(
+            [],
+            {
+                "version": build_info.VERSION,
+                "revision": build_info.revision(),
+                "pythonversion": platform.python_version(),
+            },
+        )
+        yield build
+
+
+RATE_LIMIT_PAIRS = tuple(
+    (category, kind) for category in (HEAVY, RESOURCE_INTENSIVE) for kind in ("QPS", "Daily-limit")
+)
+
+
+def _gauge(name: str, documentation: str, value: float | None) -> Iterator[Metric]:
+    if value is not None:
+        yield GaugeMetricFamily(name, documentation, value=value)
+
+
+def _health(snap: Health, telemetry: ApiTelemetry) -> Iterator[Metric]:
+    """Rate limits, the daily budget and the planner, the exporter's state, config reloads."""
+    if snap.state is not None:
+        state = GaugeMetricFamily(
+            "zoom_exporter_state",
+            "What the last poll cycle ran into: 1 for the current state, 0 for the others."
+            + REFRESH,
+            labels=["state"],
+        )
+        for name in STATES:
+            state.add_metric([name], 1.0 if name == snap.state else 0.0)
+        yield state
+    yield from _gauge(
+        "zoom_exporter_poll_interval_seconds",
+        "Effective seconds between poll cycles, stretched so the daily budget lasts.",
+        snap.poll_interval_seconds,
+    )
+    if snap.budget is not None:
+        yield from _gauge(
+            "zoom_exporter_daily_budget",
+            "This exporter's daily Zoom API request budget (its share of the account's cap).",
+            snap.budget.budget,
+        )
+        yield from _gauge(
+            "zoom_exporter_daily_budget_remaining",
+            "Requests left today: the lower of our own count and Zoom's X-RateLimit-Remaining.",
+            snap.budget.remaining,
+        )
+        yield from _gauge(
+            "zoom_exporter_daily_budget_reset_timestamp_seconds",
+            "Unix time of the next daily reset (00:00 UTC).",
+            snap.budget.reset_timestamp,
+        )
+    yield from _gauge(
+        "zoom_exporter_paused_until_timestamp_seconds",
+        "Unix time until which Zoom API calls are paused (daily limit or budget spent).",
+        snap.paused_until,
+    )
+    yield from _gauge(
+        "zoom_exporter_last_cycle_requests",
+        "Zoom API requests the last poll cycle made.",
+        snap.cycle_requests,
+    )
+    yield from _gauge(
+        "zoom_exporter_last_cycle_planned_requests",
+        "Requests the planner expected the last cycle to make (discovery pages plus, per "
+        "meeting, ceil(participants / 10)).",
+        snap.planned_requests,
+    )
+    if snap.state is not None:
+        yield from _gauge(
+            "zoom_exporter_meetings_deferred",
+            "Meetings left out of the last cycle to stay within the daily budget.",
+            snap.meetings_deferred,
+        )
+    limited = CounterMetricFamily(
+        "zoom_api_rate_limited",
+        "HTTP 429 answers from Zoom by rate-limit category and X-RateLimit-Type." + REFRESH,
+        labels=["category", "type"],
+    )
+    # The known pairs start at 0, so the first 429 is an increase Prometheus can see.
+    counts = {pair: 0 for pair in RATE_LIMIT_PAIRS} if snap.state is not None else {}
+    counts.update({(c, kind): n for c, kind, n in telemetry.rate_limited.snapshot()})
+    for (category, kind), count in sorted(counts.items()):
+        limited.add_metric([category, kind], count)
+    yield limited
+    retries = CounterMetricFamily(
+        "zoom_api_retries",
+        "Zoom API calls made again, by endpoint and reason." + REFRESH,
+        labels=["endpoint", "reason"],
+    )
+    for endpoint, reason, count in telemetry.retries.snapshot():
+        retries.add_metric([endpoint, reason], count)
+    yield retries
+    if snap.state is not None:
+        yield from _gauge(
+            "zoom_exporter_meetings_not_live",
+            "Configured meetings and webinars that are not live, left out without a call.",
+            snap.meetings_not_live,
+        )
+
+
+def _daemon(view: DaemonView) -> Iterator[Metric]:
+    """What the daemon keeps for its whole life: cycles, reloads, the token, its tasks."""
+    yield CounterMetricFamily(
+        "zoom_exporter_poll_cycles",
+        "Poll cycles completed since the exporter started.",
+        value=view.health.complete_cycles,
+    )
+    ok, when = view.config_reload
+    yield GaugeMetricFamily(
+        "zoom_exporter_config_last_reload_successful",
+        "1 if the last configuration reload (SIGHUP or /-/reload) succeeded, 0 if it failed.",
+        value=1.0 if ok else 0.0,
+    )
+    yield from _gauge(
+        "zoom_exporter_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration reload.",
+        when,
+    )
+    yield from _gauge(
+        "zoom_exporter_token_expiry_timestamp_seconds",
+        "Unix time at which the current Zoom access token expires.",
+        view.token_expiry,
+    )
+    yield GaugeMetricFamily(
+        "zoom_exporter_asyncio_tasks",
+        "asyncio tasks alive in the exporter (a leak shows here).",
+        value=len(asyncio.all_tasks()),
+    )
+
+
+class SelfMetrics:
+    """A registry of the exporter's own metrics, rendered at each scrape (a few hundred
+    bytes: cheap enough for the event loop)."""
+
+    def __init__(self, view: DaemonView) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ExporterCollector(view))
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+
+    def render(self, *, openmetrics: bool) -> bytes:
+        """The text format, or OpenMetrics ending in `# EOF` (the last part of a scrape)."""
+        render = cast(
+            Callable[[CollectorRegistry], bytes],
+            generate_openmetrics if openmetrics else generate_latest,
+        )
+        return render(self.registry)

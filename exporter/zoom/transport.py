@@ -1,0 +1,369 @@
+"""One call to Zoom, and what to do with its answer.
+
+`classify` is a pure function of the answer (status, Zoom's code, headers, message) that says
+what the retry loop in `Transport.get` does next; `daily_remaining` says when a rate-limit
+header may be trusted as the day's remaining count. `Transport` holds the I/O: pacing, the
+budget, holds, the token, and bounded retries.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from exporter.clock import SYSTEM_CLOCK, Clock
+from exporter.logfmt import kv
+from exporter.zoom.auth import CREDENTIALS_BACKOFF, TokenProvider, redact
+from exporter.zoom.errors import (
+    ZOOM_CODE_INVALID_TOKEN,
+    ZoomAPIError,
+    ZoomAuthError,
+    ZoomBudgetExhaustedError,
+    ZoomDailyLimitError,
+    ZoomForbiddenError,
+    ZoomPausedError,
+    ZoomRateLimitError,
+    ZoomTransportError,
+)
+from exporter.zoom.limits import (
+    HEAVY,
+    RESOURCE_INTENSIVE,
+    Backoff,
+    DailyBudget,
+    Holds,
+    RateLimiter,
+    parse_retry_after,
+    seconds_until_reset,
+)
+from exporter.zoom.telemetry import ApiTelemetry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKOFF = Backoff(base=0.5, cap=30.0)  # retries of 5xx, timeouts, resets, bad bodies
+MAX_RETRY_WAIT = 30.0  # a 429 asking for a longer wait fails the call instead of holding it
+DISCOVERY_ENDPOINTS = frozenset({"list_meetings", "list_webinars"})
+# A remaining count is the day's only beside a limit at least this large (Zoom's daily caps are
+# 30,000 and up; per-second limits are tens).
+DAILY_LIMIT_FLOOR = 1000
+ZOOM_CODE_NO_FEATURE = 200  # "Only available for paid account and enabled Dashboard feature."
+ZOOM_CODES_NO_SCOPE = frozenset({4700, 4711})  # the token lacks a scope
+LIMIT_TYPES = frozenset({"QPS", "Daily-limit"})
+CATEGORIES = frozenset({HEAVY, RESOURCE_INTENSIVE})
+DAILY_LIMIT_REACHED = "Zoom's daily request limit is reached"
+
+
+class Action(enum.Enum):
+    """What the retry loop does with an answer."""
+
+    OK = "ok"
+    RENEW_TOKEN = "renew_token"  # 401/124: the token was revoked or expired
+    RETRY = "retry"  # 5xx: try again after a backoff
+    QPS_LIMIT = "qps_limit"  # 429 per-second (or unknown) limit: wait, then try again
+    DAILY_LIMIT = "daily_limit"  # 429 daily cap: hold every call until the reset
+    AUTH_FAILED = "auth_failed"  # 401 other than 124: the credentials no longer work
+    FORBIDDEN = "forbidden"  # 403, a missing scope, the Dashboard feature off or not paid
+    FAIL = "fail"  # any other error: the call fails
+
+
+def classify(status: int, code: int | None, headers: Mapping[str, str], message: str) -> Action:
+    """Decide what an answer means. Pure: the same answer always gets the same action."""
+    text = message.lower()
+    if status == 401:
+        return Action.RENEW_TOKEN if code == ZOOM_CODE_INVALID_TOKEN else Action.AUTH_FAILED
+    if status == 429:
+        kind = headers.get("X-RateLimit-Type", "").strip()
+        if kind == "Daily-limit" or (kind != "QPS" and "daily" in text):
+            return Action.DAILY_LIMIT
+        return Action.QPS_LIMIT
+    if status == 403 or code in ZOOM_CODES_NO_SCOPE:
+        return Action.FORBIDDEN
+    if code == ZOOM_CODE_NO_FEATURE and (status >= 400 or "paid account" in text):
+        return Action.FORBIDDEN  # Zoom has sent this one with HTTP 400, and with HTTP 200
+    if status >= 500:
+        return Action.RETRY
+    if status >= 400:
+        return Action.FAIL
+    return Action.OK
+
+
+def daily_remaining(headers: Mapping[str, str]) -> int | None:
+    """X-RateLimit-Remaining, when it is the day's count: beside an X-RateLimit-Limit of daily
+    size, or on a Daily-limit answer. Anything else (a per-second figure, a 0 on a QPS 429, a
+    value that is no number) is not trusted."""
+    remaining = headers.get("X-RateLimit-Remaining", "").strip()
+    if not remaining.isdigit() or len(remaining) > 9:
+        return None
+    kind = headers.get("X-RateLimit-Type", "").strip()
+    if kind == "QPS":
+        return None
+    limit = headers.get("X-RateLimit-Limit", "").strip()
+    if kind == "Daily-limit":
+        return int(remaining)
+    if not limit.isdigit() or len(limit) > 9 or int(limit) < DAILY_LIMIT_FLOOR:
+        return None
+    return min(int(remaining), int(limit))
+
+
+def category_of(endpoint: str) -> str:
+    """Zoom's rate-limit category of an endpoint: discovery lists are Resource-intensive."""
+    return RESOURCE_INTENSIVE if endpoint in DISCOVERY_ENDPOINTS else HEAVY
+
+
+def scope_of(endpoint: str) -> str:
+    """The permission scope an endpoint needs: webinars' and meetings' are separate."""
+    return "webinar" if "webinar" in endpoint else "meeting"
+
+
+def zoom_code(payload: dict[str, Any]) -> int | None:
+    code = payload.get("code")
+    if isinstance(code, int) and not isinstance(code, bool) and abs(code) < 10**9:
+        return code
+    if isinstance(code, str) and code.isdigit() and len(code) < 10:
+        return int(code)
+    return None
+
+
+def zoom_message(payload: dict[str, Any]) -> str:
+    value = payload.get("message")
+    return redact(value)[:200] if isinstance(value, str) else ""
+
+
+class Transport:
+    """Zoom's API, one GET at a time: paced, budgeted, held, authorised and retried.
+
+    - `limiter` paces calls per rate-limit category (None: no pacing).
+    - `budget` counts every API call against the daily budget; at zero, calls stop until the
+      reset (None: no budget).
+    - `holds` keeps calls back after a daily limit, refused credentials or a permission error.
+    - 5xx, timeouts, dropped connections and bodies that are not JSON are retried up to
+      `max_retries` times with exponential backoff and jitter; a 429 QPS waits its
+      Retry-After (plus jitter) first; a 429 Daily-limit holds every call until the reset.
+    - The token is renewed once on 401/124 (compare-and-clear, see `auth`).
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        token: TokenProvider,
+        *,
+        api_url: str,
+        timeout: float = 10.0,
+        clock: Clock = SYSTEM_CLOCK,
+        limiter: RateLimiter | None = None,
+        budget: DailyBudget | None = None,
+        holds: Holds | None = None,
+        telemetry: ApiTelemetry | None = None,
+        max_retries: int = 3,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._session = session
+        self.token = token
+        self._api_url = api_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._clock = clock
+        self.limiter = limiter
+        self.budget = budget
+        self.holds = holds if holds is not None else Holds()
+        self.telemetry = telemetry if telemetry is not None else ApiTelemetry()
+        self._max_retries = max_retries
+        self._backoff = backoff
+        self._rng = rng
+
+    async def send(
+        self, endpoint: str, method: str, url: URL, **kwargs: Any
+    ) -> tuple[int, dict[str, Any], Mapping[str, str]]:
+        """One HTTP call; returns (status, JSON object, headers). Counts it, whatever happens."""
+        began = self._clock.monotonic()
+        try:
+            async with self._session.request(
+                method, url, timeout=self._timeout, **kwargs
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                headers = response.headers
+        except TimeoutError:
+            self.telemetry.requests.add(endpoint, "error")
+            raise ZoomTransportError(endpoint, "timed out", "timeout") from None
+        except aiohttp.ClientError as error:
+            self.telemetry.requests.add(endpoint, "error")
+            raise ZoomTransportError(endpoint, type(error).__name__, "connection") from None
+        finally:
+            elapsed = max(0.0, self._clock.monotonic() - began)
+            self.telemetry.durations.labels(endpoint).observe(elapsed)
+        self.telemetry.requests.add(endpoint, str(status))
+        try:
+            payload = json.loads(raw) if raw else {}
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            if status >= 400:
+                return status, {}, headers
+            raise ZoomTransportError(
+                endpoint, f"HTTP {status} with a body that is not JSON"
+            ) from None
+        if not isinstance(payload, dict):
+            raise ZoomTransportError(endpoint, f"HTTP {status} with JSON that is not an object")
+        return status, payload, headers
+
+    def paused(
+        self, endpoint: str = "api"
+    ) -> ZoomPausedError | ZoomAuthError | ZoomForbiddenError | None:
+        """Why a call to `endpoint` cannot go now, or None: a hold (Zoom's daily cap, refused
+        credentials, a permission error) or our own budget."""
+        now = self._clock.time()
+        held = self.holds.active(Holds.ALL if endpoint == "api" else scope_of(endpoint), now)
+        if held is not None:
+            if held.reason == "daily_limit":
+                return ZoomDailyLimitError(endpoint, held.until, held.message)
+            if held.reason == "forbidden":
+                return ZoomForbiddenError(endpoint, held.message, held.until)
+            return ZoomAuthError(endpoint, held.message)
+        if self.budget is not None and self.budget.remaining(now) <= 0:
+            return ZoomBudgetExhaustedError(
+                endpoint,
+                now + seconds_until_reset(now),
+                f"the daily request budget of {self.budget.budget} is spent",
+            )
+        return None
+
+    def _observe(self, headers: Mapping[str, str]) -> None:
+        remaining = daily_remaining(headers)
+        if self.budget is not None and remaining is not None:
+            self.budget.observe(self._clock.time(), remaining)
+
+    async def _retry(self, endpoint: str, reason: str, attempt: int, wait: float | None) -> None:
+        self.telemetry.retries.add(endpoint, reason)
+        delay = self._backoff.delay(attempt, self._rng) if wait is None else wait
+        log.debug("retrying", extra=kv(endpoint=endpoint, reason=reason, delay=round(delay, 2)))
+        await self._clock.sleep(delay)
+
+    def _limit_labels(self, endpoint: str, headers: Mapping[str, str], action: Action) -> None:
+        category = headers.get("X-RateLimit-Category", "").strip()
+        if category not in CATEGORIES:
+            category = category_of(endpoint)
+        kind = "Daily-limit" if action is Action.DAILY_LIMIT else "QPS"
+        self.telemetry.rate_limited.add(category, kind)
+
+    def _daily_limit(self, endpoint: str, headers: Mapping[str, str]) -> ZoomDailyLimitError:
+        now = self._clock.time()
+        after = parse_retry_after(headers.get("Retry-After"), now)
+        until = now + seconds_until_reset(now)
+        if after is not None:
+            until = min(until, now + after)  # never beyond the reset
+        held = self.holds.hold(Holds.ALL, until, "daily_limit", DAILY_LIMIT_REACHED)
+        error = ZoomDailyLimitError(endpoint, held.until, DAILY_LIMIT_REACHED)
+        log.error(f"{error}; the last data is kept meanwhile", extra=kv(endpoint=endpoint))
+        return error
+
+    def _qps_wait(
+        self, endpoint: str, payload: dict[str, Any], headers: Mapping[str, str], attempt: int
+    ) -> float:
+        """How long to wait after a 429 QPS before the retry; raise if no retry is left."""
+        now = self._clock.time()
+        after = parse_retry_after(headers.get("Retry-After"), now)
+        wait = (after if after is not None else self._backoff.delay(attempt, self._rng)) + (
+            self._rng() * self._backoff.base
+        )
+        if attempt >= self._max_retries or wait > MAX_RETRY_WAIT:
+            limit_type = headers.get("X-RateLimit-Type", "").strip()
+            raise ZoomRateLimitError(
+                endpoint,
+                limit_type if limit_type in LIMIT_TYPES else "QPS",
+                zoom_message(payload),
+            )
+        if self.limiter is not None:
+            self.limiter.pause(category_of(endpoint), wait)
+            return 0.0  # the paused bucket does the waiting
+        return wait
+
+    def _refused(
+        self, endpoint: str, status: int, code: int | None, message: str, action: Action
+    ) -> ZoomAuthError | ZoomForbiddenError:
+        """401 (not 124) or a permission error: hold the calls it concerns, with backoff."""
+        scope = "all" if action is Action.AUTH_FAILED else scope_of(endpoint)
+        failures = self.holds.failures(scope)
+        step = min(CREDENTIALS_BACKOFF.cap, CREDENTIALS_BACKOFF.base * 2.0**failures)
+        delay = step / 2 + CREDENTIALS_BACKOFF.delay(failures, self._rng) / 2
+        until = self._clock.time() + delay
+        if action is Action.AUTH_FAILED:
+            why = (
+                f"Zoom no longer accepts the access token (HTTP {status}: "
+                f"{message or 'unauthorised'}); check ZOOM_EXPORTER_ACCOUNT_ID, "
+                "ZOOM_EXPORTER_CLIENT_ID and ZOOM_EXPORTER_CLIENT_SECRET and that the app is "
+                "activated"
+            )
+            self.holds.hold(scope, until, "auth_failed", why)
+            error: ZoomAuthError | ZoomForbiddenError = ZoomAuthError(endpoint, why)
+        else:
+            answer = f"HTTP {status}" + (f", Zoom code {code}" if code is not None else "")
+            answer += f": {message}" if message else ""
+            self.holds.hold(scope, until, "forbidden", answer)
+            error = ZoomForbiddenError(endpoint, answer)
+        log.error(
+            f"{error}; calls held back for {delay:.0f} s",
+            extra=kv(endpoint=endpoint, code=code, status=status),
+        )
+        return error
+
+    def url(self, path: str, params: dict[str, str]) -> URL:
+        return URL(self._api_url + path, encoded=True).update_query(params)
+
+    async def get(self, endpoint: str, path: str, params: dict[str, str]) -> dict[str, Any]:
+        """GET an API path (already percent-encoded): paced, budgeted, retried when it helps."""
+        url = self.url(path, params)
+        category = category_of(endpoint)
+        renewed = False
+        attempt = 0
+        while True:
+            paused = self.paused(endpoint)
+            if paused is not None:
+                raise paused
+            if self.limiter is not None:
+                await self.limiter.acquire(category)
+            token = await self.token.token(self.send)
+            if self.budget is not None:
+                self.budget.spend(self._clock.time())
+            headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+            try:
+                status, payload, answer = await self.send(endpoint, "GET", url, headers=headers)
+            except ZoomTransportError as error:
+                if attempt >= self._max_retries:
+                    raise
+                await self._retry(endpoint, error.reason, attempt, None)
+                attempt += 1
+                continue
+            self._observe(answer)
+            code, message = zoom_code(payload), zoom_message(payload)
+            action = classify(status, code, answer, message)
+            if action is Action.OK:
+                self.holds.release(scope_of(endpoint))
+                return payload
+            if action is Action.RENEW_TOKEN and not renewed:
+                if self.token.invalidate(token):
+                    log.info(
+                        "access token rejected (code 124); renewing it", extra=kv(endpoint=endpoint)
+                    )
+                self.telemetry.retries.add(endpoint, "token_renewed")
+                renewed = True
+                continue
+            if action in (Action.QPS_LIMIT, Action.DAILY_LIMIT):
+                self._limit_labels(endpoint, answer, action)
+                if action is Action.DAILY_LIMIT:
+                    raise self._daily_limit(endpoint, answer)
+                wait = self._qps_wait(endpoint, payload, answer, attempt)
+                await self._retry(endpoint, "rate_limited", attempt, wait)
+                attempt += 1
+                continue
+            if action in (Action.AUTH_FAILED, Action.FORBIDDEN):
+                raise self._refused(endpoint, status, code, message, action)
+            if action is Action.RETRY and attempt < self._max_retries:
+                await self._retry(endpoint, "server_error", attempt, None)
+                attempt += 1
+                continue
+            raise ZoomAPIError(endpoint, status, code, message)
