@@ -23,6 +23,7 @@ from exporter.metrics.snapshot import (
 )
 from exporter.polling.planner import Candidate, can_discover, pages_for, plan_cycle
 from exporter.polling.targets import MeetingTarget, discovered_target, merge_targets
+from exporter.privacy import DEFAULT_PRIVACY, ParticipantPrivacy
 from exporter.zoom.client import (
     DISCOVERY_PAGE_SIZE,
     OAUTH_ENDPOINT,
@@ -113,6 +114,7 @@ class Poller:
         concurrency: int = 4,
         max_staleness: float = 600.0,
         max_interval: float | None = None,
+        privacy: ParticipantPrivacy = DEFAULT_PRIVACY,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = store
@@ -132,6 +134,7 @@ class Poller:
         self._process = ProcessCollector(registry=None)
         self._wake = asyncio.Event()
         self.config_reload: tuple[bool, float | None] | None = None
+        self._privacy = privacy
         self.configure(
             client,
             interval=interval,
@@ -140,6 +143,7 @@ class Poller:
             concurrency=concurrency,
             max_staleness=max_staleness,
             max_interval=max_interval,
+            privacy=privacy,
         )
 
     def configure(
@@ -152,6 +156,7 @@ class Poller:
         concurrency: int = 4,
         max_staleness: float = 600.0,
         max_interval: float | None = None,
+        privacy: ParticipantPrivacy = DEFAULT_PRIVACY,
     ) -> None:
         """Set (or, between cycles, replace) the client and the polling settings."""
         self._client = client
@@ -162,6 +167,9 @@ class Poller:
         self._discovery = discovery
         self._semaphore = asyncio.Semaphore(concurrency)
         self._max_staleness = max_staleness
+        if privacy != self._privacy:  # a reading made under other privacy settings: not again
+            self._last_good.clear()
+        self._privacy = privacy
 
     async def reconfigure(self, client: ZoomClient, **settings: Any) -> None:
         """Apply new settings between cycles (never during one); the data so far is kept."""
@@ -398,7 +406,7 @@ class Poller:
                 return self._stale(key)
         outcome.successes += 1
         now = self._clock.time()
-        reading = meeting_reading(target, participants, now)
+        reading = meeting_reading(target, participants, now, self._privacy)
         book.records, book.last_polled = reading.listed, now
         self._last_good[key] = reading
         return reading
