@@ -172,7 +172,8 @@ class Poller:
         self._privacy = privacy
 
     async def reconfigure(self, client: ZoomClient, **settings: Any) -> None:
-        """Apply new settings between cycles (never during one); the data so far is kept."""
+        """Apply new settings between cycles (never during one); the data so far is kept,
+        unless the privacy settings changed."""
         async with self._cycle_lock:
             self.configure(client, **settings)
         self._wake.set()
