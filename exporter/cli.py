@@ -173,12 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = _settings(args)
+        logfmt.configure(settings.log_level, settings.log_format)  # the web config may warn
         web_path = getattr(args, "web.config.file", None)
         web_config = load_web_config(web_path) if web_path else WebConfig()
     except SettingsError as error:
         print(f"zoom-qos-exporter: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    logfmt.configure(settings.log_level, settings.log_format)
     if args.command == "probe":
         return asyncio.run(probe.run(args, daemon.zoom_client(settings)))
     return asyncio.run(daemon.serve(lambda: _settings(args), settings, web_config))

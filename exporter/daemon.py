@@ -144,6 +144,7 @@ def poll_options(settings: Settings) -> dict[str, Any]:
         "discovery": settings.discovery,
         "concurrency": settings.concurrency,
         "max_staleness": settings.max_staleness,
+        "privacy": settings.privacy,
     }
 
 

@@ -18,6 +18,13 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from exporter.privacy import (
+    DEFAULT_PARTICIPANT_LABELS,
+    MIN_KEY_LENGTH,
+    NEVER_EXPORTED,
+    PARTICIPANT_LABELS,
+    ParticipantPrivacy,
+)
 from exporter.zoom.limits import PLANS
 
 ENV_PREFIX = "ZOOM_EXPORTER_"
@@ -96,6 +103,12 @@ class Settings(BaseSettings):
     storage_path: Path | None = None  # a directory for state.json (the day's API spend)
     log_format: Literal["logfmt", "json"] = "logfmt"
     web_enable_lifecycle: bool = False  # POST /-/reload
+    # Personal data (README, "Personal data"): the labels of zoom_participant_info, pseudonyms.
+    participant_labels: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_PARTICIPANT_LABELS)
+    )
+    pseudonymize: bool = False
+    pseudonymize_key: SecretStr | None = None
 
     @field_validator("plan", mode="before")
     @classmethod
@@ -110,6 +123,31 @@ class Settings(BaseSettings):
     @classmethod
     def _ids(cls, value: Any) -> Any:
         return _split_ids(value)
+
+    @field_validator("participant_labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> Any:
+        names = _split_ids(value)
+        if not isinstance(names, list):
+            return value
+        out: list[str] = []
+        for name in (str(n).lower() for n in names):
+            if name in NEVER_EXPORTED:
+                raise ValueError(f"{name} is never exported")
+            if name not in PARTICIPANT_LABELS:
+                shown = repr(name) if name.isidentifier() and len(name) <= 32 else "a name"
+                choices = ", ".join(PARTICIPANT_LABELS)
+                raise ValueError(f"{shown} is not a participant label; choose from {choices}")
+            if name not in out:
+                out.append(name)
+        return out
+
+    @field_validator("pseudonymize_key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_KEY_LENGTH} characters long")
+        return value
 
     @field_validator("listen_address")
     @classmethod
@@ -161,6 +199,14 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _pseudonym_key(self) -> Settings:
+        if self.pseudonymize and self.pseudonymize_key is None:
+            raise ValueError(
+                f"{ENV_PREFIX}PSEUDONYMIZE is on but {ENV_PREFIX}PSEUDONYMIZE_KEY is not set"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _credentials(self) -> Settings:
         if self.demo:
             return self
@@ -187,6 +233,15 @@ class Settings(BaseSettings):
         if self.max_poll_interval is not None:
             return self.max_poll_interval
         return max(DEFAULT_MAX_POLL_INTERVAL, self.poll_interval)
+
+    @property
+    def privacy(self) -> ParticipantPrivacy:
+        """The participant labels to export, and the pseudonym key if pseudonymizing."""
+        key = self.pseudonymize_key if self.pseudonymize else None
+        return ParticipantPrivacy(
+            labels=tuple(self.participant_labels),
+            key=key.get_secret_value().encode("utf-8") if key is not None else None,
+        )
 
     @property
     def limits(self) -> AccountLimits:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.privacy import DEFAULT_PARTICIPANT_LABELS
 from exporter.settings import SettingsError, load_settings
 
 CREDS = {
@@ -197,3 +198,93 @@ def test_explicit_rates_and_budget_override_the_plan(monkeypatch: pytest.MonkeyP
 def test_bad_rate_limit_settings_name_the_setting(overrides: dict[str, object], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
         load_settings({"demo": True, **overrides})
+
+
+PSEUDONYM_KEY = "a-pseudonym-key-of-32-characters"
+
+
+def test_participant_labels_default_and_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = load_settings({"demo": True})
+    assert tuple(default.participant_labels) == DEFAULT_PARTICIPANT_LABELS
+    assert default.privacy.key is None
+    monkeypatch.setenv("ZOOM_EXPORTER_PARTICIPANT_LABELS", " device, Email,device ,,ip_address")
+    assert load_settings({"demo": True}).participant_labels == ["device", "email", "ip_address"]
+    monkeypatch.delenv("ZOOM_EXPORTER_PARTICIPANT_LABELS")
+    config = tmp_path / "config.yml"
+    config.write_text("participant_labels: [user_name, location, pc_name, domain]\n")
+    settings = load_settings({"demo": True}, config_file=config)
+    assert settings.privacy.labels == ("user_name", "location", "pc_name", "domain")
+    monkeypatch.setenv("ZOOM_EXPORTER_PARTICIPANT_LABELS", "")
+    assert load_settings({"demo": True}).privacy.labels == ()  # no descriptive labels at all
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ("user_name,mac_addr", "mac_addr is never exported"),
+        ("harddisk_id", "harddisk_id is never exported"),
+        ("user_name,emial", "'emial' is not a participant label; choose from user_name"),
+        ("user_id", "'user_id' is not a participant label"),
+    ],
+)
+def test_participant_labels_refused(
+    labels: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZOOM_EXPORTER_PARTICIPANT_LABELS", labels)
+    with pytest.raises(SettingsError, match="ZOOM_EXPORTER_PARTICIPANT_LABELS") as caught:
+        load_settings({"demo": True})
+    assert message in str(caught.value)
+
+
+def test_pseudonymize_key_from_env_file_or_secrets_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZOOM_EXPORTER_PSEUDONYMIZE", "true")
+    monkeypatch.setenv("ZOOM_EXPORTER_PSEUDONYMIZE_KEY", PSEUDONYM_KEY)
+    from_env = load_settings({"demo": True})
+    assert from_env.privacy.key == PSEUDONYM_KEY.encode()
+    assert PSEUDONYM_KEY not in repr(from_env) + repr(from_env.privacy)
+    monkeypatch.delenv("ZOOM_EXPORTER_PSEUDONYMIZE_KEY")
+    (tmp_path / "zoom_exporter_pseudonymize_key").write_text(PSEUDONYM_KEY + "\n")
+    from_secrets = load_settings({"demo": True}, secrets_dir=tmp_path)
+    assert from_secrets.privacy.key == PSEUDONYM_KEY.encode()
+    config = tmp_path / "config.yml"
+    config.write_text(f"pseudonymize: true\npseudonymize_key: {PSEUDONYM_KEY}\n")
+    monkeypatch.delenv("ZOOM_EXPORTER_PSEUDONYMIZE")
+    from_file = load_settings({"demo": True}, config_file=config)
+    assert from_file.privacy.key == PSEUDONYM_KEY.encode()
+    # a key alone does not pseudonymize
+    config.write_text(f"pseudonymize_key: {PSEUDONYM_KEY}\n")
+    assert load_settings({"demo": True}, config_file=config).privacy.key is None
+
+
+def test_pseudonymize_without_a_key_or_with_a_short_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZOOM_EXPORTER_PSEUDONYMIZE", "true")
+    with pytest.raises(SettingsError, match="ZOOM_EXPORTER_PSEUDONYMIZE_KEY is not set"):
+        load_settings({"demo": True})
+    monkeypatch.setenv("ZOOM_EXPORTER_PSEUDONYMIZE_KEY", "short-key-123")
+    with pytest.raises(SettingsError, match="at least 16 characters") as caught:
+        load_settings({"demo": True})
+    assert "short-key-123" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ZOOM_EXPORTER_PARTICIPANT_LABELS": "user_name,mac_addr"}, "PARTICIPANT_LABELS"),
+        ({"ZOOM_EXPORTER_PARTICIPANT_LABELS": "nickname"}, "PARTICIPANT_LABELS"),
+        ({"ZOOM_EXPORTER_PSEUDONYMIZE": "true"}, "PSEUDONYMIZE_KEY"),
+        (
+            {"ZOOM_EXPORTER_PSEUDONYMIZE": "1", "ZOOM_EXPORTER_PSEUDONYMIZE_KEY": "tiny-secret"},
+            "PSEUDONYMIZE_KEY",
+        ),
+    ],
+)
+def test_cli_privacy_settings_errors_exit_2(env: dict[str, str], named: str) -> None:
+    result = run_cli("--demo", env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0]
+    assert "tiny-secret" not in result.stderr + result.stdout

@@ -7,25 +7,13 @@ whole; the collector only ever reads one. Nothing here does I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from exporter.polling.targets import MeetingTarget
+from exporter.privacy import DEFAULT_PRIVACY, ParticipantPrivacy
 from exporter.zoom import units
 from exporter.zoom.models import Participant, QosSample, StreamQos
-
-# Descriptive participant fields exported as labels of zoom_participant_info.
-PARTICIPANT_INFO_FIELDS: tuple[str, ...] = (
-    "user_name",
-    "email",
-    "device",
-    "version",
-    "location",
-    "network_type",
-    "data_center",
-    "pc_name",
-    "domain",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +35,7 @@ class StreamReading:
 @dataclass(frozen=True, slots=True)
 class ParticipantReading:
     participant_id: str
-    info: tuple[tuple[str, str], ...]
+    info: tuple[tuple[str, str], ...]  # the allowed descriptive labels, pseudonymized if asked
     sample_timestamp: float | None
     join_timestamp: float | None
     streams: tuple[StreamReading, ...]
@@ -131,13 +119,16 @@ def _rssi(sample: QosSample) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
-def participant_reading(participant: Participant) -> ParticipantReading | None:
-    """The exported reading of one participant, or None if it has left or has no id."""
+def participant_reading(
+    participant: Participant, privacy: ParticipantPrivacy = DEFAULT_PRIVACY
+) -> ParticipantReading | None:
+    """The exported reading of one participant, or None if it has left or has no id. Only the
+    labels `privacy` allows are kept, pseudonymized if it has a key."""
     pid = participant.participant_id
     if not pid or participant.leave_time is not None:
         return None
     sample = newest_sample(participant.user_qos)
-    info = tuple((name, getattr(participant, name) or "") for name in PARTICIPANT_INFO_FIELDS)
+    info = privacy.info(lambda name: getattr(participant, name))
     if sample is None:
         return ParticipantReading(pid, info, None, _epoch(participant.join_time), (), (), ())
     streams = tuple(stream_reading(media, name, qos) for media, name, qos in sample.streams())
@@ -153,20 +144,27 @@ def participant_reading(participant: Participant) -> ParticipantReading | None:
 
 
 def meeting_reading(
-    target: MeetingTarget, participants: Iterable[Participant], polled_at: float
+    target: MeetingTarget,
+    participants: Iterable[Participant],
+    polled_at: float,
+    privacy: ParticipantPrivacy = DEFAULT_PRIVACY,
 ) -> MeetingReading:
-    """Drop participants who left; of a repeated participant id keep the newest sample."""
+    """Drop participants who left; of a repeated participant id keep the newest sample. The
+    host's name is personal data too: it follows `privacy` as `user_name` does."""
     kept: dict[str, ParticipantReading] = {}
     listed = 0
     for participant in participants:
         listed += 1
-        reading = participant_reading(participant)
+        reading = participant_reading(participant, privacy)
         if reading is None:
             continue
         previous = kept.get(reading.participant_id)
         if previous is None or _newer(reading, previous):
             kept[reading.participant_id] = reading
     ordered = tuple(kept[pid] for pid in sorted(kept))
+    host = privacy.host(target.host)
+    if host != target.host:
+        target = replace(target, host=host)
     return MeetingReading(target, ordered, polled_at, listed)
 
 

@@ -25,6 +25,7 @@ from exporter.metrics.snapshot import MeetingReading, Snapshot, meeting_reading
 from exporter.polling.health import UP_STATES, BudgetReading, Health
 from exporter.polling.planner import Candidate, can_discover, pages_for, plan_cycle
 from exporter.polling.targets import MeetingTarget, discovered_target, merge_targets
+from exporter.privacy import DEFAULT_PRIVACY, ParticipantPrivacy
 from exporter.zoom.auth import OAUTH_ENDPOINT
 from exporter.zoom.client import DISCOVERY_PAGE_SIZE, ZoomClient
 from exporter.zoom.errors import (
@@ -141,6 +142,7 @@ class Poller:
         concurrency: int = 4,
         max_staleness: float = 600.0,
         max_interval: float | None = None,
+        privacy: ParticipantPrivacy = DEFAULT_PRIVACY,
         clock: Clock = SYSTEM_CLOCK,
         resumed: bool = False,
     ) -> None:
@@ -161,6 +163,7 @@ class Poller:
         self._cycles = 0
         self._wake = asyncio.Event()
         self.health = Health()
+        self._privacy = privacy
         self.configure(
             client,
             interval=interval,
@@ -169,6 +172,7 @@ class Poller:
             concurrency=concurrency,
             max_staleness=max_staleness,
             max_interval=max_interval,
+            privacy=privacy,
         )
 
     def configure(
@@ -181,6 +185,7 @@ class Poller:
         concurrency: int = 4,
         max_staleness: float = 600.0,
         max_interval: float | None = None,
+        privacy: ParticipantPrivacy = DEFAULT_PRIVACY,
     ) -> None:
         """Set (or, between cycles, replace) the client and the polling settings."""
         self._client = client
@@ -191,9 +196,14 @@ class Poller:
         self._discovery = discovery
         self._semaphore = asyncio.Semaphore(concurrency)
         self._max_staleness = max_staleness
+        if privacy != self._privacy:  # a reading made under other privacy settings: not again
+            for record in self._records.values():
+                record.reading = None
+        self._privacy = privacy
 
     async def reconfigure(self, client: ZoomClient, **settings: Any) -> None:
-        """Apply new settings between cycles (never during one); the data so far is kept."""
+        """Apply new settings between cycles (never during one); the data so far is kept,
+        unless the privacy settings changed."""
         async with self._cycle_lock:
             self.configure(client, **settings)
         self._wake.set()
@@ -453,7 +463,7 @@ class Poller:
                 return self._fresh(key)
         outcome.successes += 1
         now = self._clock.time()
-        reading = meeting_reading(target, participants, now)
+        reading = meeting_reading(target, participants, now, self._privacy)
         if record.live is False:
             log.info("live again", extra=kv(kind=key[0], meeting_id=key[1]))
         record.records, record.last_polled, record.live = reading.listed, now, True

@@ -2,7 +2,12 @@
 
 Supported keys: `tls_server_config` (cert_file, key_file, client_auth_type, client_ca_file,
 min_version, max_version), `http_server_config.headers`, and `basic_auth_users` (bcrypt hashes;
-needs the `bcrypt` package, the `auth` extra). The file is read once at start.
+needs the `bcrypt` package, the `auth` extra). `cipher_suites`, `curve_preferences` and
+`prefer_server_cipher_suites` are accepted, so a file written for another exporter loads, but
+not applied (Python's ssl defaults are used), with a warning. The file is read once at start.
+
+With basic auth on, the probe paths `/-/healthy` and `/-/ready` answer without credentials;
+every other path, the status page included, needs them.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import logging
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,10 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from exporter.settings import SettingsError
 
+log = logging.getLogger(__name__)
+
 ClientAuth = Literal[
     "NoClientCert",
     "RequestClientCert",
     "RequireAnyClientCert",
+    "RequireClientCert",  # exporter-toolkit's old name of RequireAnyClientCert
     "VerifyClientCertIfGiven",
     "RequireAndVerifyClientCert",
 ]
@@ -36,13 +46,22 @@ _VERSIONS = {
     "TLS12": ssl.TLSVersion.TLSv1_2,
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
+# exporter-toolkit (web/tls_config.go) verifies a client certificate against client_ca_file
+# only in the two *Verify* modes. RequestClientCert asks for one and never checks it, which
+# admits the same clients as not asking: Python's ssl cannot ask without verifying, so it does
+# not ask. RequireAnyClientCert demands an unverified certificate, which Python's ssl cannot
+# do at all (it has no verify callback): refused at start rather than weakened in silence.
 _VERIFY = {
     "NoClientCert": ssl.CERT_NONE,
-    "RequestClientCert": ssl.CERT_OPTIONAL,
-    "RequireAnyClientCert": ssl.CERT_REQUIRED,
+    "RequestClientCert": ssl.CERT_NONE,
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
+# Paths that answer without credentials: liveness and readiness probes (Docker, Kubernetes)
+# carry none, and they reveal nothing but "up" and "ready".
+PROBE_PATHS = frozenset({"/-/healthy", "/-/ready"})
+# exporter-toolkit fields this server accepts but cannot apply.
+_NOT_APPLIED = ("cipher_suites", "curve_preferences", "prefer_server_cipher_suites")
 
 
 class _Strict(BaseModel):
@@ -56,6 +75,10 @@ class TLSServerConfig(_Strict):
     client_ca_file: Path | None = None
     min_version: TLSVersion = "TLS12"
     max_version: TLSVersion = "TLS13"
+    # exporter-toolkit fields accepted for compatibility; not applied (see _NOT_APPLIED).
+    cipher_suites: list[str] = Field(default_factory=list)
+    curve_preferences: list[str] = Field(default_factory=list)
+    prefer_server_cipher_suites: bool = True
 
 
 class HTTPServerConfig(_Strict):
@@ -87,6 +110,14 @@ def load_web_config(path: Path) -> WebConfig:
     base = path.parent
     tls = config.tls_server_config
     if tls is not None:
+        for name in _NOT_APPLIED:
+            if name in tls.model_fields_set:
+                log.warning(
+                    "%s: tls_server_config.%s is accepted for exporter-toolkit compatibility "
+                    "but not applied: this server uses Python's ssl defaults",
+                    where,
+                    name,
+                )
         config = config.model_copy(
             update={
                 "tls_server_config": tls.model_copy(
@@ -108,12 +139,20 @@ def ssl_context(config: WebConfig) -> ssl.SSLContext | None:
     tls = config.tls_server_config
     if tls is None:
         return None
+    where = "--web.config.file: tls_server_config"
+    if tls.client_auth_type in ("RequireAnyClientCert", "RequireClientCert"):
+        raise SettingsError(
+            f"{where}: client_auth_type {tls.client_auth_type} (an unverified client certificate) "
+            "is not possible with Python's ssl; use RequireAndVerifyClientCert with client_ca_file"
+        )
+    if tls.client_ca_file is not None and tls.client_auth_type == "NoClientCert":
+        raise SettingsError(f"{where}: client_ca_file is set but client_auth_type is NoClientCert")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = _VERSIONS[tls.min_version]
     context.maximum_version = _VERSIONS[tls.max_version]
     try:
         context.load_cert_chain(tls.cert_file, tls.key_file)
-        if tls.client_ca_file is not None:
+        if tls.client_ca_file is not None:  # read even when unused, as exporter-toolkit does
             context.load_verify_locations(tls.client_ca_file)
     except (OSError, ssl.SSLError) as error:
         raise SettingsError(f"--web.config.file: cannot load TLS files: {error}") from None
@@ -136,13 +175,31 @@ def _bcrypt(where: str) -> Any:
     return bcrypt
 
 
+_COST = re.compile(r"^\$2[abxy]?\$(\d{2})\$")
+
+
+def _dummy_hash(bcrypt: Any, users: dict[str, SecretStr]) -> str:
+    """A throwaway hash as costly as the dearest configured one, for unknown user names."""
+    costs = [_COST.match(h.get_secret_value()) for h in users.values()]
+    rounds = max((int(m.group(1)) for m in costs if m), default=10)
+    rounds = min(max(rounds, 4), 31)
+    return str(bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=rounds)).decode())
+
+
 class BasicAuthChecker:
-    """Checks `Authorization: Basic` against bcrypt hashes, caching successful checks."""
+    """Checks `Authorization: Basic` against bcrypt hashes, caching successful checks.
+
+    An unknown user name costs one bcrypt compare, as a wrong password does, so response time
+    does not tell which names exist (exporter-toolkit's web/handler.go does the same). Compares
+    run one at a time: they are CPU-heavy, and the threads they run on also render /metrics.
+    """
 
     def __init__(self, users: dict[str, SecretStr]) -> None:
         self._users = users
         self._bcrypt = _bcrypt("--web.config.file") if users else None
+        self._dummy = _dummy_hash(self._bcrypt, users) if users else ""
         self._verified: set[tuple[str, bytes]] = set()
+        self._one_at_a_time = asyncio.Lock()
 
     async def allowed(self, header: str) -> bool:
         scheme, _, encoded = header.partition(" ")
@@ -152,8 +209,12 @@ class BasicAuthChecker:
             user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
+        if not sep:
+            return False
         hashed = self._users.get(user)
-        if not sep or hashed is None:
+        if hashed is None:
+            # Compare against a throwaway hash anyway, to prevent user enumeration by timing.
+            await self._compare(password, self._dummy)
             return False
         # The cache holds a digest keyed by the stored hash, never the password itself.
         key = (
@@ -162,10 +223,14 @@ class BasicAuthChecker:
         )
         if key in self._verified:
             return True
-        ok = await asyncio.to_thread(self._check, password, hashed.get_secret_value())
+        ok = await self._compare(password, hashed.get_secret_value())
         if ok:
             self._verified.add(key)
         return ok
+
+    async def _compare(self, password: str, hashed: str) -> bool:
+        async with self._one_at_a_time:
+            return await asyncio.to_thread(self._check, password, hashed)
 
     def _check(self, password: str, hashed: str) -> bool:
         if self._bcrypt is None:
@@ -179,6 +244,13 @@ class BasicAuthChecker:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _is_probe(request: web.Request) -> bool:
+    """Whether the router sent the request to a probe path (decided by the matched route, not
+    by the raw path, so no spelling of another path gets past auth)."""
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical in PROBE_PATHS
+
+
 def middlewares(config: WebConfig) -> list[Any]:
     """aiohttp middlewares for basic auth and extra response headers."""
     out: list[Any] = []
@@ -187,7 +259,9 @@ def middlewares(config: WebConfig) -> list[Any]:
 
         @web.middleware
         async def basic_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if await checker.allowed(request.headers.get("Authorization", "")):
+            if _is_probe(request) or await checker.allowed(
+                request.headers.get("Authorization", "")
+            ):
                 return await handler(request)
             return web.Response(
                 status=401,
