@@ -21,10 +21,14 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from exporter.simulator import Scenario, Simulator
+from exporter.metrics.snapshot import Snapshot
+from exporter.metrics.store import SnapshotStore
+from exporter.polling.poller import Poller
+from exporter.polling.targets import configured_targets
+from exporter.simulator import SEED_MEETING_ID, Scenario, Simulator
 from exporter.simulator.clock import ManualClock
 from exporter.zoom.client import ZoomClient
-from exporter.zoom.limits import Backoff
+from exporter.zoom.limits import Backoff, DailyBudget, RateLimiter
 
 FAST_BACKOFF = Backoff(base=0.01, cap=0.05)  # real sleeps in tests stay short
 
@@ -273,3 +277,68 @@ def prometheus(
         yield prom
     finally:
         stop_process(prom.process)
+
+
+# -- a poller against the simulator on a fake clock (fault and for-real tests) -----------------
+
+SECRET = "s"
+SEED = ("meeting", str(SEED_MEETING_ID))  # the scenario's seeded meeting
+
+
+@dataclass
+class Rig:
+    sim: Simulator
+    client: ZoomClient
+    poller: Poller
+    store: SnapshotStore
+    clock: FakeClock
+
+    def calls(self, endpoint: str | None = None) -> int:
+        stats = self.sim.stats
+        if endpoint is not None:
+            return stats.get(endpoint, 0)
+        return stats["total"] - stats.get("oauth_token", 0)
+
+
+def participants(snapshot: Snapshot) -> dict[tuple[str, str], set[str]]:
+    return {
+        (m.target.kind, m.target.meeting_id): {p.participant_id for p in m.participants}
+        for m in snapshot.meetings
+    }
+
+
+def make_rig(
+    sim: Simulator,
+    session: aiohttp.ClientSession,
+    clock: FakeClock,
+    *,
+    discovery: bool = False,
+    client_options: dict[str, Any] | None = None,
+    **poller_options: Any,
+) -> Rig:
+    """A client paced at Pro's limits with a 15,000-call budget, and a poller, on `clock`."""
+    options: dict[str, Any] = {
+        "limiter": RateLimiter(10, 10 / 60, clock),
+        "budget": DailyBudget(15_000),
+        "clock": clock,
+        "timeout": 5.0,
+    }
+    options.update(client_options or {})
+    client = ZoomClient(
+        session,
+        api_url=sim.api_url,
+        oauth_url=sim.oauth_url,
+        account_id="a",
+        client_id="c",
+        client_secret=SecretStr(SECRET),
+        **options,
+    )
+    store = SnapshotStore()
+    settings: dict[str, Any] = {
+        "interval": 60.0,
+        "configured": configured_targets([str(SEED_MEETING_ID)], []),
+        "discovery": discovery,
+        "clock": clock,
+    }
+    settings.update(poller_options)
+    return Rig(sim, client, Poller(client, store, **settings), store, clock)

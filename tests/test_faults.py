@@ -10,91 +10,22 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from pydantic import SecretStr
 
-from conftest import FakeClock, simulator
-from exporter.metrics.snapshot import Snapshot
-from exporter.metrics.store import SnapshotStore
-from exporter.polling.poller import Poller
-from exporter.polling.targets import configured_targets
-from exporter.simulator import SEED_MEETING_ID, Fault, Scenario, Simulator
+from conftest import SECRET, SEED, FakeClock, make_rig, participants, simulator
+from exporter.simulator import Fault, Scenario, Simulator
 from exporter.simulator.app import app_state, zoom_error
-from exporter.zoom.client import ZoomClient
-from exporter.zoom.limits import DailyBudget, RateLimiter, seconds_until_reset
-
-SECRET = "s"
-SEED = ("meeting", str(SEED_MEETING_ID))
-
-
-@dataclass
-class Rig:
-    sim: Simulator
-    client: ZoomClient
-    poller: Poller
-    store: SnapshotStore
-    clock: FakeClock
-
-    def calls(self, endpoint: str | None = None) -> int:
-        stats = self.sim.stats
-        if endpoint is not None:
-            return stats.get(endpoint, 0)
-        return stats["total"] - stats.get("oauth_token", 0)
-
-
-def participants(snapshot: Snapshot) -> dict[tuple[str, str], set[str]]:
-    return {
-        (m.target.kind, m.target.meeting_id): {p.participant_id for p in m.participants}
-        for m in snapshot.meetings
-    }
+from exporter.zoom.limits import DailyBudget, seconds_until_reset
 
 
 @pytest.fixture
 async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
     async with simulator(Scenario(seed=11, clock=clock)) as server:
         yield server
-
-
-def make_rig(
-    sim: Simulator,
-    session: aiohttp.ClientSession,
-    clock: FakeClock,
-    *,
-    discovery: bool = False,
-    client_options: dict[str, Any] | None = None,
-    **poller_options: Any,
-) -> Rig:
-    """A client paced at Pro's limits with a 15,000-call budget, and a poller, on `clock`."""
-    options: dict[str, Any] = {
-        "limiter": RateLimiter(10, 10 / 60, clock),
-        "budget": DailyBudget(15_000),
-        "clock": clock,
-        "timeout": 5.0,
-    }
-    options.update(client_options or {})
-    client = ZoomClient(
-        session,
-        api_url=sim.api_url,
-        oauth_url=sim.oauth_url,
-        account_id="a",
-        client_id="c",
-        client_secret=SecretStr(SECRET),
-        **options,
-    )
-    store = SnapshotStore()
-    settings: dict[str, Any] = {
-        "interval": 60.0,
-        "configured": configured_targets([str(SEED_MEETING_ID)], []),
-        "discovery": discovery,
-        "clock": clock,
-    }
-    settings.update(poller_options)
-    return Rig(sim, client, Poller(client, store, **settings), store, clock)
 
 
 async def test_qps_429_waits_its_retry_after_then_the_cycle_succeeds(

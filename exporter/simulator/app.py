@@ -247,10 +247,10 @@ def _admit(state: State, endpoint: str, now: float) -> web.Response | None:
 
 
 def _with_limits(response: web.StreamResponse, state: State, endpoint: str, now: float) -> None:
-    if not response.prepared:
-        response.headers["X-RateLimit-Category"] = _category(endpoint)
-        response.headers["X-RateLimit-Limit"] = str(state.quota.limit)
-        response.headers["X-RateLimit-Remaining"] = str(state.quota.remaining(now))
+    if not response.prepared:  # a fault's own headers win (it may send odd ones on purpose)
+        response.headers.setdefault("X-RateLimit-Category", _category(endpoint))
+        response.headers.setdefault("X-RateLimit-Limit", str(state.quota.limit))
+        response.headers.setdefault("X-RateLimit-Remaining", str(state.quota.remaining(now)))
 
 
 def _strip_limits(response: web.StreamResponse, state: State) -> web.StreamResponse:
@@ -345,6 +345,8 @@ async def oauth_token(request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {"reason": "Invalid account_id", "error": "invalid_request"}, status=400
         )
+    if state.faults.revoking:
+        state.faults.revoke_tokens()
     token = state.tokens.issue(_now(request), state.faults.token_generation)
     return web.json_response(
         {

@@ -176,6 +176,49 @@ class ServerErrorFault(Fault):
         return {**super().describe(), "status": self.status}
 
 
+class ErrorFault(Fault):
+    """Any answer Zoom has been seen to give: a status, Zoom's code and message, and headers
+    (e.g. 403, 400 with code 4711, 200 with code 200 "Only available for paid account", or a
+    429 whose headers say something odd)."""
+
+    name = "error"
+
+    def __init__(
+        self,
+        count: int,
+        status: int,
+        code: int | None,
+        message: str,
+        endpoint: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        after: int = 0,
+        at: float | None = None,
+    ) -> None:
+        super().__init__(count, endpoint, after=after, at=at)
+        if not 100 <= status <= 599:
+            raise ValueError("status must be an HTTP status")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+    async def respond(self, request: web.Request) -> web.StreamResponse:
+        body: dict[str, Any] = {"message": self.message}
+        if self.code is not None:
+            body["code"] = self.code
+        return web.json_response(body, status=self.status, headers=self.headers)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "headers": self.headers,
+        }
+
+
 class TimeoutFault(Fault):
     """Holds the request for `seconds` (a cancellable asyncio.sleep), then lets it proceed.
 
@@ -292,6 +335,8 @@ class Faults:
         {
             "rate_limit",
             "server_error",
+            "error",
+            "revoke_on_issue",
             "timeout",
             "reset",
             "malformed",
@@ -310,6 +355,7 @@ class Faults:
         self.page_generation = 0  # likewise for next_page_tokens
         self.client_secret: str | None = None  # replaces the app's secret once changed
         self.send_rate_limit_headers = True
+        self.revoking = False  # a new token revokes every older one (Zoom's strictest)
 
     def add(self, fault: Fault) -> None:
         """Queue any Fault; rules are consulted in the order added."""
@@ -400,6 +446,30 @@ class Faults:
     ) -> None:
         """The next `count` token requests (POST /oauth/token) answer `status` (5xx)."""
         self.server_error(count, status, OAUTH_ENDPOINT, after, at)
+
+    def error(
+        self,
+        status: int,
+        code: int | None = None,
+        message: str = "",
+        count: int = 1,
+        endpoint: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        after: int = 0,
+        at: float | None = None,
+    ) -> None:
+        """The next `count` /v2 calls (or `endpoint`'s) answer this status, code and message."""
+        self.add(
+            ErrorFault(
+                count, status, code, message, _endpoint(endpoint),
+                headers=headers, after=after, at=at,
+            )
+        )
+
+    def revoke_on_issue(self, enabled: bool) -> None:
+        """With True, issuing a token revokes every token issued before it, as Zoom may do
+        for Server-to-Server apps: two clients of one app knock out each other's token."""
+        self.revoking = _flag(enabled)
 
     def revoke_tokens(self) -> None:
         """Every access token issued so far becomes invalid (401, code 124)."""

@@ -1,0 +1,404 @@
+"""Running for weeks: state that survives reloads, one token at a time, Zoom's answers read
+exactly, series that do not flap, no call wasted.
+
+Each test here failed on the code before "Run for real" (issue 8); the docstring says how.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from conftest import SEED, FakeClock, Rig, make_rig, participants, simulator, zoom_client
+from exporter.daemon import Daemon, ZoomAccount
+from exporter.metrics.store import SnapshotStore
+from exporter.polling.targets import configured_targets
+from exporter.settings import Settings, SettingsError, load_settings
+from exporter.simulator import Scenario, Simulator
+from exporter.simulator.faults import DAILY_MESSAGE, QPS_MESSAGE
+from exporter.zoom.limits import DailyBudget, Holds
+from exporter.zoom.transport import Action, classify, daily_remaining
+
+IDLE_ID = "99999999999"  # a configured meeting that is not live
+BUDGET = 700  # a day's budget so small that the planner defers meetings for long
+
+
+@pytest.fixture
+async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
+    async with simulator(Scenario(seed=11, clock=clock)) as server:
+        yield server
+
+
+# -- Zoom's answers, read exactly (pure) -------------------------------------------------------
+
+PAID = "Only available for paid account and enabled Dashboard feature."
+SCOPE = "Invalid access token, does not contain scopes:[dashboard_webinars:read:admin]."
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "headers", "message", "action"),
+    [
+        (200, None, {}, "", Action.OK),
+        (401, 124, {}, "Invalid access token.", Action.RENEW_TOKEN),
+        (401, None, {}, "", Action.AUTH_FAILED),
+        (401, 4700, {}, "", Action.AUTH_FAILED),
+        (403, None, {}, "Forbidden", Action.FORBIDDEN),
+        (400, 4711, {}, SCOPE, Action.FORBIDDEN),
+        (400, 4700, {}, SCOPE, Action.FORBIDDEN),
+        (400, 200, {}, PAID, Action.FORBIDDEN),
+        (200, 200, {}, PAID, Action.FORBIDDEN),
+        (200, 200, {}, "something else", Action.OK),
+        (429, 429, {"X-RateLimit-Type": "QPS"}, QPS_MESSAGE, Action.QPS_LIMIT),
+        (429, 429, {"X-RateLimit-Type": "Daily-limit"}, "", Action.DAILY_LIMIT),
+        (429, None, {}, DAILY_MESSAGE, Action.DAILY_LIMIT),  # no type, the message says daily
+        (429, None, {}, "slow down", Action.QPS_LIMIT),
+        (429, None, {"X-RateLimit-Type": "QPS"}, "daily rate limit", Action.QPS_LIMIT),
+        (500, None, {}, "", Action.RETRY),
+        (503, None, {}, "", Action.RETRY),
+        (404, 3001, {}, "Meeting does not exist", Action.FAIL),
+        (400, 300, {}, "The next page token is invalid or expired.", Action.FAIL),
+    ],
+)
+def test_classify(
+    status: int, code: int | None, headers: dict[str, str], message: str, action: Action
+) -> None:
+    assert classify(status, code, headers, message) is action
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"X-RateLimit-Limit": "30000", "X-RateLimit-Remaining": "29412"}, 29412),
+        ({"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "3"}, None),  # a per-second figure
+        ({"X-RateLimit-Remaining": "0"}, None),  # no limit: which bucket is it?
+        (
+            {"X-RateLimit-Type": "QPS", "X-RateLimit-Limit": "30000", "X-RateLimit-Remaining": "0"},
+            None,
+        ),
+        ({"X-RateLimit-Type": "Daily-limit", "X-RateLimit-Remaining": "0"}, 0),
+        ({"X-RateLimit-Limit": "30000", "X-RateLimit-Remaining": "-1"}, None),
+        ({"X-RateLimit-Limit": "30000", "X-RateLimit-Remaining": "9" * 400}, None),
+        ({"X-RateLimit-Limit": "30000", "X-RateLimit-Remaining": "40000"}, 30000),
+        ({}, None),
+    ],
+)
+def test_only_a_daily_figure_feeds_the_budget(
+    headers: dict[str, str], expected: int | None
+) -> None:
+    assert daily_remaining(headers) == expected
+
+
+# -- one token at a time -----------------------------------------------------------------------
+
+
+async def test_concurrent_124s_renew_the_token_once(
+    session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    """Before: each of the 4 calls that got 124 cleared whatever token was current, so 4 token
+    requests; with Zoom revoking older tokens on issue, the retried calls failed again."""
+    async with simulator(Scenario(seed=3)) as sim:
+        sim.faults.revoke_on_issue(True)
+        client = zoom_client(session, sim.api_url, sim.oauth_url)
+        live = await client.live_meetings("meeting")
+        assert sim.stats["oauth_token"] == 1
+        sim.faults.revoke_tokens()
+        sim.faults.timeout(count=4, seconds=0.35)  # 350 ms latency: the 124s arrive together
+        results = await asyncio.gather(
+            *(client.participants_qos("meeting", m.uuid or "") for m in live[:4] * 2)
+        )
+        assert all(results)
+        assert sim.stats["oauth_token"] == 2  # one renewal for every concurrent 124
+        assert ("meeting_participants_qos", "401") in {
+            (e, c) for e, c, _ in client.requests.snapshot()
+        }
+
+
+async def test_a_probe_beside_the_daemon_costs_the_daemon_one_renewal(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Zoom's strictest behaviour: a new token revokes the old ones. The daemon's token is
+    knocked out by a `probe` run beside it; the daemon renews once and goes on."""
+    async with simulator(Scenario(seed=3)) as sim:
+        sim.faults.revoke_on_issue(True)
+        daemon = zoom_client(session, sim.api_url, sim.oauth_url)
+        probe = zoom_client(session, sim.api_url, sim.oauth_url)
+        meeting = (await daemon.live_meetings("meeting"))[0].uuid or ""
+        await probe.participants_qos("meeting", meeting)  # issues a token: the daemon's dies
+        assert await daemon.participants_qos("meeting", meeting)
+        assert daemon.token.issued == 2 and probe.token.issued == 1
+        assert ("meeting_participants_qos", "token_renewed", 1) in daemon.retries.snapshot()
+
+
+# -- reloads keep the daemon's state -----------------------------------------------------------
+
+
+def settings_for(sim: Simulator, **overrides: Any) -> Settings:
+    return load_settings(
+        {
+            "api_url": sim.api_url,
+            "oauth_url": sim.oauth_url,
+            "account_id": "a",
+            "client_id": "c",
+            "client_secret": "s",
+            "poll_interval": 60,
+            **overrides,
+        }
+    )
+
+
+def account_of(settings: Settings) -> ZoomAccount:
+    assert settings.client_secret is not None
+    return ZoomAccount(
+        settings.api_url,
+        settings.oauth_url,
+        settings.account_id or "",
+        settings.client_id or "",
+        settings.client_secret,
+    )
+
+
+async def test_a_reload_keeps_counters_the_pause_the_token_and_the_spend(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Before: a reload built a new client, so zoom_api_requests_total went back (10 -> 8), a
+    Daily-limit pause was forgotten (daily_limit -> ok) and Zoom was called during it."""
+    async with simulator(Scenario(seed=3)) as sim:
+        settings = settings_for(sim)
+        current = {"settings": settings}
+        daemon = Daemon(
+            lambda: current["settings"], settings, session, account_of(settings), SnapshotStore()
+        )
+        first = await daemon.poller.run_cycle()
+        assert first.health.state == "ok"
+        sim.faults.rate_limit(count=1, type="Daily-limit", retry_after=3600)
+        hit = await daemon.poller.run_cycle()
+        assert hit.health.state == "daily_limit"
+        telemetry, requests = daemon.telemetry, daemon.telemetry.requests.total()
+        used = daemon.budget.used(hit.health.created_at)
+        calls, tokens = sim.stats["total"], sim.stats["oauth_token"]
+
+        current["settings"] = settings_for(sim, concurrency=2)  # a good file, same credentials
+        assert await daemon.reload() is None
+        assert daemon.config_reload[0] is True
+        after = await daemon.poller.run_cycle()
+        assert after.health.state == "daily_limit" and not after.health.up  # the pause is kept
+        assert sim.stats["total"] == calls  # and Zoom was not called during it
+        assert daemon.telemetry is telemetry and telemetry.requests.total() == requests
+        assert daemon.budget.used(after.health.created_at) == used
+
+        daemon.holds = Holds()  # (the pause over,) the token is reused across the reload
+        daemon.poller.configure(daemon.client(), **{"interval": 60.0, "configured": []})
+        assert (await daemon.poller.run_cycle()).health.state == "ok"
+        assert sim.stats["oauth_token"] == tokens
+
+        current["settings"] = settings_for(sim, client_secret="other")
+        token = daemon.token
+        assert await daemon.reload() is None
+        assert daemon.token is not token  # new credentials: a new token
+
+
+async def test_every_reload_failure_is_reported_as_one(session: aiohttp.ClientSession) -> None:
+    """Before: an exception other than a settings error was lost ("Task exception was never
+    retrieved") and the reload gauge kept saying 1."""
+    async with simulator(Scenario(seed=3)) as sim:
+        settings = settings_for(sim)
+        outcomes: list[Exception | Settings] = [RuntimeError("boom"), SettingsError("bad")]
+
+        def load() -> Settings:
+            outcome = outcomes.pop(0) if outcomes else settings
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        daemon = Daemon(load, settings, session, account_of(settings), SnapshotStore())
+        assert await daemon.reload() == "unexpected RuntimeError"
+        assert daemon.config_reload[0] is False
+        assert await daemon.reload() == "bad"
+        assert daemon.config_reload[0] is False
+        assert await daemon.reload() is None
+        assert daemon.config_reload[0] is True
+
+
+async def test_overlapping_reloads_run_in_order(session: aiohttp.ClientSession) -> None:
+    """Before: two SIGHUPs ran concurrently, and a slower good reload could overwrite a later
+    failed one, so the gauge said 1 while the file was broken."""
+    async with simulator(Scenario(seed=3)) as sim:
+        settings = settings_for(sim)
+        gate = asyncio.Event()
+        calls: list[str] = []
+
+        class SlowGood:
+            """The first load is good but slow; the second is a broken file."""
+
+            def __call__(self) -> Settings:
+                calls.append("load")
+                if len(calls) == 2:
+                    raise SettingsError("broken YAML at line 3")
+                return settings
+
+        daemon = Daemon(SlowGood(), settings, session, account_of(settings), SnapshotStore())
+        original = daemon.poller.reconfigure
+
+        async def slow_reconfigure(*args: Any, **kwargs: Any) -> None:
+            await gate.wait()
+            await original(*args, **kwargs)
+
+        daemon.poller.reconfigure = slow_reconfigure  # type: ignore[method-assign]
+        first = asyncio.create_task(daemon.reload())
+        second = asyncio.create_task(daemon.reload())
+        await asyncio.sleep(0)
+        gate.set()
+        assert await first is None
+        assert await second == "broken YAML at line 3"
+        assert daemon.config_reload[0] is False  # the later, failed reload has the last word
+
+
+# -- freshness without flapping ----------------------------------------------------------------
+
+
+async def test_deferred_meetings_keep_their_series_with_the_default_staleness(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    """Before: with a budget of 1,500 a day, live meetings vanished from /metrics for a cycle
+    while deferred longer than max_staleness (600 s), then came back: `for:` clauses broke."""
+    rig = make_rig(
+        sim,
+        session,
+        clock,
+        discovery=True,
+        configured=[],
+        client_options={"budget": DailyBudget(BUDGET)},
+        interval=60.0,
+        max_interval=300.0,
+        max_staleness=600.0,
+    )
+    previous: set[tuple[str, str]] = set()
+    deferred = vanished = 0
+    for _ in range(60):
+        report = await rig.poller.run_cycle()
+        exported = set(participants(report.snapshot))
+        live = {
+            (kind, str(m.id))
+            for kind in ("meeting", "webinar")
+            for m in sim.scenario.meetings(kind, clock.now)
+        }
+        vanished += len((previous & live) - exported)
+        deferred += report.health.meetings_deferred
+        previous = exported
+        clock.now += report.health.poll_interval_seconds or 60.0
+    assert deferred > 20  # the budget really defers meetings
+    assert vanished == 0
+
+
+# -- no call wasted ----------------------------------------------------------------------------
+
+
+def qos_404s(rig: Rig) -> int:
+    return sum(
+        n for e, code, n in rig.client.requests.snapshot() if e.endswith("qos") and code == "404"
+    )
+
+
+async def test_an_idle_configured_id_costs_nothing_after_discovery(
+    sim: Simulator,
+    session: aiohttp.ClientSession,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: a configured id that was not live cost one Heavy call (404) and one INFO line
+    every cycle, ~1,440 calls a day, although discovery showed it was not live."""
+    caplog.set_level(logging.INFO, logger="exporter")
+    configured = configured_targets([str(SEED[1]), IDLE_ID], [])
+    rig = make_rig(sim, session, clock, discovery=True, configured=configured)
+    for _ in range(5):
+        report = await rig.poller.run_cycle()
+        assert report.health.state == "ok" and report.health.meetings_not_live == 1
+        assert SEED in participants(report.snapshot)
+        clock.now += 60
+    assert qos_404s(rig) == 0
+    not_live = [r for r in caplog.records if r.getMessage() == "not live"]
+    assert len(not_live) == 1 and getattr(not_live[0], "kv", {})["meeting_id"] == IDLE_ID
+
+
+async def test_without_discovery_an_idle_id_is_tried_at_most_every_max_interval(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    configured = configured_targets([IDLE_ID], [])
+    rig = make_rig(sim, session, clock, configured=configured, max_interval=300.0)
+    for _ in range(5):  # 5 cycles within 300 s: one call
+        await rig.poller.run_cycle()
+        clock.now += 60
+    assert qos_404s(rig) == 1
+    clock.now += 300
+    await rig.poller.run_cycle()
+    assert qos_404s(rig) == 2
+
+
+# -- errors classified exactly -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message", "headers", "state"),
+    [
+        (401, None, "Unauthorized", {}, "auth_failed"),
+        (403, None, "Forbidden", {}, "forbidden"),
+        (400, 4711, SCOPE, {}, "forbidden"),
+        (400, 200, PAID, {}, "forbidden"),
+        (200, 200, PAID, {}, "forbidden"),
+        (429, None, DAILY_MESSAGE, {"X-RateLimit-Type": ""}, "daily_limit"),
+    ],
+)
+async def test_each_error_class_has_its_state_and_is_not_paid_for_again(
+    sim: Simulator,
+    session: aiohttp.ClientSession,
+    clock: FakeClock,
+    status: int,
+    code: int | None,
+    message: str,
+    headers: dict[str, str],
+    state: str,
+) -> None:
+    """Before: 401 (not 124), 403, a missing scope and "only available for paid account" were
+    `unreachable` and paid for again every cycle; a 429 without a type was not a daily limit."""
+    rig = make_rig(sim, session, clock)
+    assert (await rig.poller.run_cycle()).health.state == "ok"
+    clock.now += 60
+    sim.faults.error(status, code, message, headers=headers)
+    report = await rig.poller.run_cycle()
+    assert report.health.state == state and not report.health.up
+    assert participants(report.snapshot) == {SEED: participants(report.snapshot)[SEED]}
+    if state == "forbidden":
+        assert any(message in e for e in report.health.errors)  # Zoom's own words
+    calls = rig.calls()
+    clock.now += 20  # within the first backoff step (30-60 s, doubling up to 10 min)
+    again = await rig.poller.run_cycle()
+    assert again.health.state == state
+    assert rig.calls() == calls  # held back: not paid for again next cycle
+    if state != "daily_limit":
+        clock.now += 60  # the hold is over; Zoom answers normally again
+        assert (await rig.poller.run_cycle()).health.state == "ok"
+
+
+async def test_a_qps_429_with_remaining_zero_does_not_stop_the_day(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    """Before: X-RateLimit-Remaining: 0 on a QPS 429 made the exporter believe the day's cap
+    was spent, and it stopped until midnight."""
+    rig = make_rig(sim, session, clock)
+    headers = {
+        "X-RateLimit-Type": "QPS",
+        "X-RateLimit-Limit": "10",
+        "X-RateLimit-Remaining": "0",
+        "Retry-After": "1",
+    }
+    sim.faults.error(429, 429, QPS_MESSAGE, headers=headers)
+    report = await rig.poller.run_cycle()
+    assert report.health.state == "ok" and SEED in participants(report.snapshot)
+    assert report.health.budget is not None and report.health.budget.remaining > 14_000
+    clock.now += 60
+    assert (await rig.poller.run_cycle()).health.state == "ok"
