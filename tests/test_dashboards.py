@@ -226,6 +226,7 @@ EXPORTER_STATES = {
     "degraded",
     "unreachable",
     "auth_failed",
+    "forbidden",
     "token_unavailable",
     "daily_limit",
     "budget_exhausted",

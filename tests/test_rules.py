@@ -24,6 +24,7 @@ EXPECTED_ALERTS = {
     "ZoomExporterDown",
     "ZoomApiUnreachable",
     "ZoomCredentialsRejected",
+    "ZoomApiForbidden",
     "ZoomDailyLimitReached",
     "ZoomDailyBudgetExhausted",
     "ZoomDataStale",
@@ -165,7 +166,7 @@ def test_states_with_an_alert_of_their_own_do_not_raise_zoom_api_unreachable() -
         for expr in exprs.values()
         for state in re.findall(r'zoom_exporter_state\{state="(\w+)"\}', expr)
     }
-    assert own == {"auth_failed", "daily_limit", "budget_exhausted"}
+    assert own == {"auth_failed", "forbidden", "daily_limit", "budget_exhausted"}
     (left_out,) = re.findall(
         r'zoom_exporter_state\{state=~"([\w|]+)"\}', exprs["ZoomApiUnreachable"]
     )
