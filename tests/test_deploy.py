@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import tomllib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -21,8 +22,19 @@ from typing import Any
 
 import bcrypt
 import pytest
+import yaml
 
-from conftest import ROOT, free_port, http_get, stop_process, wait_for
+from conftest import (
+    ROOT,
+    Exporter,
+    Prometheus,
+    free_port,
+    http_get,
+    require_binary,
+    start_daemon,
+    stop_process,
+    wait_for,
+)
 from exporter import __version__, healthcheck
 
 DEPLOY = ROOT / "deploy"
@@ -181,7 +193,7 @@ def replay_dockerfile(root: Path) -> Replay:
     build, runtime = dockerfile_stages()[1], dockerfile_stages()[-1]
 
     def moved(text: str) -> str:
-        return re.sub(r"(?<![\w.])/(opt|src|var)/", lambda m: f"{root}/{m.group(1)}/", text)
+        return re.sub(r"(?<![\w.])/(opt|src|var|etc)\b", lambda m: f"{root}/{m.group(1)}", text)
 
     bin_dir = root / "bin"  # `python` as the image has it: this interpreter
     bin_dir.mkdir(parents=True)
@@ -191,11 +203,13 @@ def replay_dockerfile(root: Path) -> Replay:
     for ins in build:
         if ins.keyword == "WORKDIR":
             cwd = Path(moved(ins.args))
+            assert cwd.is_relative_to(root), f"{ins} would leave the temporary root"
             cwd.mkdir(parents=True, exist_ok=True)
         elif ins.keyword == "COPY":
             *sources, dest = shlex.split(ins.args)
             assert not any(s.startswith("--") for s in sources), ins
             target = cwd / dest if not dest.startswith("/") else Path(moved(dest))
+            assert target.is_relative_to(root), f"{ins} would leave the temporary root"
             for source in sources:
                 origin = ROOT / source
                 if origin.is_dir():
@@ -233,7 +247,9 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Replay:
     return replay_dockerfile(tmp_path_factory.mktemp("image"))
 
 
-def wait_healthy(replay: Replay, served: Served, env: dict[str, str] | None = None) -> str:
+def wait_healthy(
+    replay: Replay, served: Served, env: dict[str, str] | None = None, timeout: float = 30
+) -> str:
     def healthy() -> str | None:
         if served.process.poll() is not None:
             raise AssertionError(f"exporter exited: {served.log.read_text()}")
@@ -241,7 +257,7 @@ def wait_healthy(replay: Replay, served: Served, env: dict[str, str] | None = No
         return result.stderr if result.returncode == 0 else None
 
     try:
-        return wait_for(healthy, timeout=30, interval=0.3, what="the image's health check")
+        return wait_for(healthy, timeout=timeout, interval=0.3, what="the image's health check")
     except AssertionError:
         last = replay.health(served, env)
         log = served.log.read_text()
@@ -317,7 +333,8 @@ def test_image_health_check_with_tls_and_basic_auth(replay: Replay, tmp_path: Pa
         tmp_path, "--web.config.file", str(config), env={"ZOOM_EXPORTER_DEMO": "true"}
     )
     try:
-        line = wait_healthy(replay, served, {"ZOOM_EXPORTER_WEB_CONFIG_FILE": str(config)})
+        told = {"ZOOM_EXPORTER_WEB_CONFIG_FILE": str(config)}
+        line = wait_healthy(replay, served, told, timeout=10)
         assert line.strip().startswith("healthy: https://"), line
     finally:
         stop_process(served.process)
@@ -364,3 +381,543 @@ def test_health_check_fails_on_anything_but_200(tmp_path: Path) -> None:
         server.server_close()
     assert result.returncode == 1
     assert result.stderr.strip() == f"unhealthy: http://127.0.0.1:{port}/-/healthy answered 503"
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus: the compose stack's config, loaded and scraping for real
+# ---------------------------------------------------------------------------------------------
+
+PROMETHEUS_DIR = DEPLOY / "prometheus"
+PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
+
+
+def test_promtool_check_config() -> None:
+    result = run(require_binary("promtool"), "check", "config", str(PROMETHEUS_CONFIG))
+    assert "SUCCESS: 2 rule files found" in result.stdout, result.stdout
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    loaded = sorted(PROMETHEUS_DIR / name for name in config["rule_files"])
+    assert loaded == sorted(PROMETHEUS_DIR.glob("*.rules.yml")), "every rule file is loaded"
+
+
+def test_zoom_exporter_down_does_not_depend_on_the_job_name() -> None:
+    (expr,) = [
+        str(rule["expr"])
+        for path in PROMETHEUS_DIR.glob("*.rules.yml")
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if rule.get("alert") == "ZoomExporterDown"
+    ]
+    assert "job=" not in expr and "job=~" not in expr, expr
+    assert "absent(zoom_up)" in expr
+
+
+def test_prometheus_scrapes_the_exporter_with_the_stacks_job(
+    demo_exporter: Exporter, tmp_path: Path
+) -> None:
+    """deploy/prometheus/prometheus.yml as the compose stack runs it, but with the demo
+    exporter as the target, a 1 s interval and no Alertmanager: the job scrapes, the rule
+    files load from beside the config, and ZoomExporterDown clears."""
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    for path in PROMETHEUS_DIR.glob("*.rules.yml"):
+        shutil.copy(path, tmp_path / path.name)
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s", scrape_timeout="1s")
+    config.pop("alerting")
+    (job,) = config["scrape_configs"]
+    job.update(scrape_interval="1s", scrape_timeout="1s")
+    job["static_configs"] = [{"targets": [demo_exporter.url.removeprefix("http://")]}]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    run(require_binary("promtool"), "check", "config", str(path))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        require_binary("prometheus"),
+        f"--config.file={path}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    process, _ = start_daemon(tmp_path, "prometheus", argv, url)
+    prom = Prometheus(url, process, tmp_path / "prometheus.log")
+    try:
+        name = job["job_name"]
+        assert name == "zoom-qos-exporter"
+        prom.wait_query(f'up{{job="{name}"}} == 1', timeout=30)
+        prom.wait_query(f'zoom_up{{job="{name}"}} == 1', timeout=30)
+        prom.wait_query("zoom:threshold_latency_seconds", timeout=30)  # the rules loaded
+        wait_for(
+            lambda: (
+                prom.query('up{job="zoom-qos-exporter"} == 1')
+                and not prom.query('ALERTS{alertname="ZoomExporterDown"}')
+            ),
+            timeout=30,
+            what="ZoomExporterDown to clear while the exporter is scraped",
+        )
+    finally:
+        stop_process(process)
+
+
+# ---------------------------------------------------------------------------------------------
+# docker compose
+# ---------------------------------------------------------------------------------------------
+
+COMPOSE = DEPLOY / "docker-compose.yml"
+
+
+def compose_config(env_file: Path) -> dict[str, Any]:
+    """`docker-compose config` with only `env_file` for the variables (not the caller's
+    environment, nor a real deploy/.env)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOOM_", "GRAFANA_"))}
+    result = run(
+        tool("docker-compose"),
+        "--env-file",
+        str(env_file),
+        "-f",
+        str(COMPOSE),
+        "config",
+        env=env,
+        cwd=ROOT,
+    )
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    return config
+
+
+def test_compose_config_is_valid_and_every_mounted_file_exists(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    config = compose_config(empty)
+    services = config["services"]
+    assert set(services) == {"exporter", "prometheus", "alertmanager", "grafana"}
+    mounts: dict[str, dict[str, Path]] = {}
+    for name, service in services.items():
+        mounts[name] = {}
+        for volume in service.get("volumes", []):
+            source, target, *_ = volume.split(":") if isinstance(volume, str) else (
+                volume["source"], volume["target"])  # fmt: skip
+            if source.startswith("/"):
+                assert Path(source).exists(), f"{name} mounts {source}, which does not exist"
+                assert Path(source).resolve().is_relative_to(ROOT), source
+                mounts[name][target] = Path(source)
+            else:
+                assert source in config["volumes"], f"{name}: undeclared volume {source}"
+    # Prometheus reads the config it is given, and finds the rule files beside it.
+    command = services["prometheus"]["command"]
+    (config_flag,) = [c for c in command if c.startswith("--config.file=")]
+    in_container = Path(config_flag.partition("=")[2])
+    (host_dir,) = [
+        src for dst, src in mounts["prometheus"].items() if Path(dst) == in_container.parent
+    ]
+    assert (host_dir / in_container.name).resolve() == PROMETHEUS_CONFIG
+    # its targets are the stack's services
+    prom = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    (scrape,) = prom["scrape_configs"]
+    assert scrape["static_configs"][0]["targets"] == ["exporter:9924"]
+    assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
+        "alertmanager:9093"
+    ]
+    # Alertmanager gets our config
+    command = services["alertmanager"]["command"]
+    (am_flag,) = [c for c in command if c.startswith("--config.file=")]
+    assert (
+        mounts["alertmanager"][am_flag.partition("=")[2]].resolve()
+        == DEPLOY / "alertmanager" / "alertmanager.yml"
+    )
+    # Grafana: the provisioning files, and the dashboards where the provider looks for them
+    grafana = {dst: src.resolve() for dst, src in mounts["grafana"].items()}
+    provisioning = ROOT / "grafana" / "provisioning"
+    assert grafana["/etc/grafana/provisioning/datasources"] == provisioning / "datasources"
+    assert grafana["/etc/grafana/provisioning/dashboards"] == provisioning / "dashboards"
+    (provider_file,) = (provisioning / "dashboards").glob("*.yml")
+    (provider,) = yaml.safe_load(provider_file.read_text())["providers"]
+    assert grafana[provider["options"]["path"]] == ROOT / "grafana" / "dashboards"
+    (datasource_file,) = (provisioning / "datasources").glob("*.yml")
+    (datasource,) = yaml.safe_load(datasource_file.read_text())["datasources"]
+    assert datasource["url"] == "http://prometheus:9090"
+    assert datasource.get("isDefault") is not True, "must not fight an existing default"
+    # The exporter keeps its state on a named volume, and the image's tag is the version.
+    exporter = services["exporter"]
+    assert exporter["image"] == IMAGE
+    state = exporter["environment"]["ZOOM_EXPORTER_STORAGE_PATH"]
+    assert any(v.split(":")[1] == state for v in exporter["volumes"] if not v.startswith("/"))
+    assert exporter["read_only"] is True
+
+
+def entrypoint_decision(tmp: Path, secret: str) -> str:
+    """Run the compose exporter's entrypoint script with a stand-in zoom-qos-exporter."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    shell, flag, script, arg0 = services["exporter"]["entrypoint"]
+    stand_in = tmp / "bin" / "zoom-qos-exporter"
+    stand_in.parent.mkdir(exist_ok=True)
+    stand_in.write_text('#!/bin/sh\necho "args: $*"\n')
+    stand_in.chmod(0o755)
+    env = {"PATH": f"{stand_in.parent}:/usr/bin:/bin", "ZOOM_EXPORTER_CLIENT_SECRET": secret}
+    result = run(shell, flag, script.replace("$$", "$"), arg0, "--log.level=debug", env=env)
+    return result.stdout.strip()
+
+
+def test_compose_runs_the_demo_without_credentials(tmp_path: Path) -> None:
+    assert entrypoint_decision(tmp_path, "") == "args: --demo --log.level=debug"
+    assert entrypoint_decision(tmp_path, "s3cret") == "args: --log.level=debug"
+    # and the variables reach the exporter from deploy/.env (here: the example)
+    env = compose_config(DEPLOY / ".env.example")["services"]["exporter"]["environment"]
+    example = dict(
+        line.split("=", 1)
+        for line in (DEPLOY / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    for key, value in example.items():
+        if key.startswith("ZOOM_EXPORTER_"):
+            assert env[key] == value, key
+    assert subprocess.run(["git", "check-ignore", "-q", "deploy/.env"], cwd=ROOT).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes
+# ---------------------------------------------------------------------------------------------
+
+KUBERNETES = DEPLOY / "kubernetes"
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# Pod Security Standards, "restricted" (kubernetes.io/docs/concepts/security/pod-security-standards)
+RESTRICTED_VOLUME_TYPES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+    "persistentVolumeClaim", "projected", "secret",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def kustomized(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of the base, with credentials.env made from the example as an
+    operator would (the real one is git-ignored)."""
+    base = tmp_path_factory.mktemp("kustomize") / "kubernetes"
+    shutil.copytree(KUBERNETES, base, ignore=shutil.ignore_patterns("credentials.env"))
+    shutil.copy(base / "credentials.env.example", base / "credentials.env")
+    out = run(tool("kubectl"), "kustomize", str(base)).stdout
+    (base.parent / "all.yaml").write_text(out)
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def by_kind(resources: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [r for r in resources if r["kind"] == kind]
+
+
+def test_kustomize_output_passes_kubernetes_validate_strict(
+    kustomized: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "all.yaml"
+    manifest.write_text(yaml.safe_dump_all(kustomized))
+    result = subprocess.run(
+        [tool("kubernetes-validate"), "--strict", str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    passed = [line for line in lines if line.startswith("INFO") and " passed " in line]
+    skipped = [line for line in lines if line.startswith("WARN")]
+    assert len(passed) == len([r for r in kustomized if r["kind"] not in CRD_KINDS])
+    # No schema ships for the Prometheus Operator's kinds: they are checked below instead.
+    assert {re.search(r"kind (\w+)", line).group(1) for line in skipped} == CRD_KINDS  # type: ignore[union-attr]
+    assert not [line for line in lines if line.startswith(("ERROR", "FATAL"))]
+
+
+def pod_security_restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What the Pod Security "restricted" level would refuse in a pod spec."""
+    bad = []
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            bad.append(key)
+    pod_context = pod.get("securityContext", {})
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUME_TYPES:
+            bad.append(f"volume {volume['name']}: {kinds}")
+    if pod_context.get("sysctls"):
+        bad.append("sysctls")
+    containers = pod.get("initContainers", []) + pod["containers"]
+    for container in containers:
+        name = container["name"]
+        context = container.get("securityContext", {})
+        if context.get("privileged"):
+            bad.append(f"{name}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            bad.append(f"{name}: allowPrivilegeEscalation must be false")
+        caps = context.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            bad.append(f"{name}: capabilities must drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            bad.append(f"{name}: adds capabilities")
+        if context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is not True:
+            bad.append(f"{name}: runAsNonRoot must be true")
+        if context.get("runAsUser", pod_context.get("runAsUser")) == 0:
+            bad.append(f"{name}: runAsUser 0")
+        seccomp = context.get("seccompProfile", pod_context.get("seccompProfile", {}))
+        if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+            bad.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost")
+        for port in container.get("ports", []):
+            if port.get("hostPort"):
+                bad.append(f"{name}: hostPort")
+        if context.get("procMount", "Default") != "Default":
+            bad.append(f"{name}: procMount")
+    return bad
+
+
+def test_pod_security_restricted(kustomized: list[dict[str, Any]]) -> None:
+    (deployment,) = by_kind(kustomized, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod_security_restricted_violations(pod) == []
+    # and the checker does catch what the base avoids
+    loose = json.loads(json.dumps(pod))
+    del loose["securityContext"]["seccompProfile"]
+    loose["containers"][0]["securityContext"]["capabilities"] = {}
+    assert len(pod_security_restricted_violations(loose)) == 2
+    (namespace,) = by_kind(kustomized, "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert all(
+        r["metadata"].get("namespace") == namespace["metadata"]["name"]
+        for r in kustomized
+        if r["kind"] != "Namespace"
+    )
+
+
+def test_kubernetes_base_wiring(kustomized: list[dict[str, Any]]) -> None:
+    (deployment,) = by_kind(kustomized, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    pod = deployment["spec"]["template"]["spec"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (container,) = pod["containers"]
+    assert container["image"] == IMAGE
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
+    assert container["resources"]["limits"]["memory"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    # the config file: a ConfigMap, mounted where --config.file points
+    (flag,) = [a for a in container["args"] if a.startswith("--config.file=")]
+    config_path = Path(flag.partition("=")[2])
+    config_mount = mounts[str(config_path.parent)]
+    config_map_name = volumes[config_mount["name"]]["configMap"]["name"]
+    (config_map,) = [
+        c for c in by_kind(kustomized, "ConfigMap") if c["metadata"]["name"] == config_map_name
+    ]
+    assert config_path.name in config_map["data"]
+    assert "subPath" not in config_mount, "a subPath mount never sees an edited ConfigMap"
+    # the state directory: writable, not the root filesystem
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    state_mount = mounts[env["ZOOM_EXPORTER_STORAGE_PATH"]]
+    assert not state_mount.get("readOnly")
+    assert {"emptyDir", "persistentVolumeClaim"} & set(volumes[state_mount["name"]])
+    # credentials: the generated Secret (name with kustomize's hash suffix)
+    (secret,) = by_kind(kustomized, "Secret")
+    assert container["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+    assert {
+        "ZOOM_EXPORTER_ACCOUNT_ID",
+        "ZOOM_EXPORTER_CLIENT_ID",
+        "ZOOM_EXPORTER_CLIENT_SECRET",
+    } <= set(secret["data"])
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "deploy/kubernetes/credentials.env"], cwd=ROOT
+    )
+    assert ignored.returncode == 0, "credentials.env must be git-ignored"
+    # Service -> pod, ServiceMonitor -> Service
+    (service,) = by_kind(kustomized, "Service")
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    port_names = {p["name"] for p in container["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
+    (monitor,) = by_kind(kustomized, "ServiceMonitor")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {
+        p["name"] for p in service["spec"]["ports"]
+    }
+    # dashboards for the Grafana sidecar: every dashboard, unchanged
+    dashboards = {
+        key: value
+        for c in by_kind(kustomized, "ConfigMap")
+        if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"
+        for key, value in c["data"].items()
+    }
+    files = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+    assert dashboards == {p.name: p.read_text() for p in files}
+
+
+def test_kubernetes_config_is_valid_settings() -> None:
+    from exporter.settings import load_settings
+
+    for path in (KUBERNETES / "config.yml", DEPLOY / "config.example.yml"):
+        load_settings({"demo": True}, config_file=path)
+
+
+def rule_groups() -> list[dict[str, Any]]:
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    return [
+        group
+        for name in config["rule_files"]
+        for group in yaml.safe_load((PROMETHEUS_DIR / name).read_text())["groups"]
+    ]
+
+
+def test_prometheus_rule_carries_the_same_rules(
+    kustomized: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    (rule,) = by_kind(kustomized, "PrometheusRule")
+    assert rule["spec"]["groups"] == rule_groups()
+    # and promtool accepts them as they are
+    path = tmp_path / "from-prometheusrule.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    run(require_binary("promtool"), "check", "rules", str(path))
+
+
+def test_generated_kubernetes_files_are_up_to_date() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen-k8s"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# systemd
+# ---------------------------------------------------------------------------------------------
+
+SYSTEMD = DEPLOY / "systemd"
+UNIT = SYSTEMD / "zoom-qos-exporter.service"
+SECURITY_TARGET = 2.5
+
+
+def unit_values(key: str) -> list[str]:
+    return [
+        line.partition("=")[2]
+        for line in UNIT.read_text().splitlines()
+        if line.startswith(f"{key}=")
+    ]
+
+
+@pytest.fixture(scope="module")
+def installed(replay: Replay) -> Path:
+    """A real install under a temporary root, as deploy/README.md does it under /: the venv
+    at /opt/zoom-qos-exporter (the same steps as the Dockerfile, replayed already), the
+    sysusers.d and tmpfiles.d files applied with --root, the config, the unit, and the parts
+    of systemd that `verify` looks for (its units, and `kill` for ExecReload=)."""
+    root = replay.root
+    assert (root / "opt" / "zoom-qos-exporter" / "bin" / "zoom-qos-exporter").is_file()
+    for directory in ("usr/lib/systemd", "usr/bin", "etc/sysusers.d", "etc/tmpfiles.d",
+                      "etc/systemd/system"):  # fmt: skip
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    for link in ("bin", "lib"):
+        if not (root / link).exists():
+            (root / link).symlink_to(f"usr/{link}")
+    systemd_units = Path("/usr/lib/systemd/system")
+    if not (root / "usr/lib/systemd/system").exists():
+        shutil.copytree(systemd_units, root / "usr/lib/systemd/system", symlinks=True)
+    kill = shutil.which("kill", path="/usr/bin:/bin")
+    assert kill, "kill (procps) is missing"
+    shutil.copy(kill, root / "usr/bin/kill")
+    shutil.copy(SYSTEMD / "sysusers.d" / "zoom-qos-exporter.conf", root / "etc/sysusers.d")
+    shutil.copy(SYSTEMD / "tmpfiles.d" / "zoom-qos-exporter.conf", root / "etc/tmpfiles.d")
+    # deploy/README.md's own commands, with --root
+    readme = (DEPLOY / "README.md").read_text()
+    for command in ("systemd-sysusers ", "systemd-tmpfiles --create "):
+        (line,) = [line for line in readme.splitlines() if line.startswith(command)]
+        argv = shlex.split(line)
+        files = [f"{root}{a}" if a.startswith("/") else a for a in argv[1:]]
+        run(tool(argv[0]), f"--root={root}", *files)
+    shutil.copy(DEPLOY / "config.example.yml", root / "etc/zoom-qos-exporter/config.yml")
+    shutil.copy(UNIT, root / "etc/systemd/system")
+    return root
+
+
+def test_sysusers_and_tmpfiles_make_the_user_and_directories(installed: Path) -> None:
+    passwd = (installed / "etc/passwd").read_text()
+    (entry,) = [line for line in passwd.splitlines() if line.startswith("zoom-qos-exporter:")]
+    uid, gid = int(entry.split(":")[2]), int(entry.split(":")[3])
+    assert 0 < uid < 1000 and entry.endswith(":/usr/sbin/nologin")
+    etc = (installed / "etc/zoom-qos-exporter").stat()
+    assert (etc.st_uid, etc.st_gid, etc.st_mode & 0o777) == (0, gid, 0o750)
+    env = (installed / "etc/zoom-qos-exporter/env").stat()
+    assert (env.st_uid, env.st_mode & 0o777) == (0, 0o600)
+    state = (installed / "var/lib/zoom-qos-exporter").stat()
+    assert (state.st_uid, state.st_gid, state.st_mode & 0o777) == (uid, gid, 0o750)
+    assert unit_values("User") == ["zoom-qos-exporter"]
+    assert unit_values("StateDirectory") == ["zoom-qos-exporter"]
+    assert unit_values("Environment") == ["ZOOM_EXPORTER_STORAGE_PATH=%S/zoom-qos-exporter"]
+    assert unit_values("EnvironmentFile") == ["/etc/zoom-qos-exporter/env"]
+    assert unit_values("ExecReload") == ["kill -HUP $MAINPID"]
+
+
+def test_systemd_analyze_verify_against_the_install(installed: Path) -> None:
+    analyze = tool("systemd-analyze")
+    result = run(analyze, "verify", f"--root={installed}", UNIT.name)
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stderr
+    # The check is real: without the venv's program, verify fails.
+    program = installed / "opt/zoom-qos-exporter/bin/zoom-qos-exporter"
+    hidden = program.with_name("hidden")
+    program.rename(hidden)
+    try:
+        missing = subprocess.run(
+            [analyze, "verify", f"--root={installed}", UNIT.name], capture_output=True, text=True
+        )
+    finally:
+        hidden.rename(program)
+    assert missing.returncode != 0 and "is not executable" in missing.stderr
+
+
+def test_installed_program_runs_the_units_command_line(
+    installed: Path, replay: Replay, tmp_path: Path
+) -> None:
+    """ExecStart= as the unit has it (paths under the temporary root), with the installed
+    example config: it serves (in demo mode, no credentials here)."""
+    (exec_start,) = unit_values("ExecStart")
+    argv = [
+        re.sub(r"(?<![\w.])/(opt|etc)/", f"{installed}/\\1/", a) for a in shlex.split(exec_start)
+    ]
+    program = Replay(installed, replay.env, argv, replay.healthcheck)
+    served = program.start(tmp_path, env={"ZOOM_EXPORTER_DEMO": "true"})
+    try:
+        wait_healthy(program, served)
+    finally:
+        stop_process(served.process)
+
+
+def test_systemd_analyze_security_score() -> None:
+    result = run(tool("systemd-analyze"), "security", "--offline=yes", "--no-pager", str(UNIT))
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout[-2000:]
+    score = float(match.group(1))
+    print(f"systemd-analyze security: {score}")
+    assert score <= SECURITY_TARGET, result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# One version everywhere
+# ---------------------------------------------------------------------------------------------
+
+
+def test_one_version_for_build_info_package_and_image() -> None:
+    import importlib.metadata
+
+    assert importlib.metadata.version("zoom-qos-exporter") == __version__
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["dynamic"] == ["version"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "exporter.__version__"}
+    images = re.compile(r"zoom-qos-exporter:(\d[\w.+-]*)")
+    files = [
+        DOCKERFILE,
+        COMPOSE,
+        KUBERNETES / "deployment.yaml",
+        ROOT / "README.md",
+        DEPLOY / "README.md",
+    ]
+    for path in files:
+        tags = set(images.findall(path.read_text()))
+        assert tags == {__version__}, f"{path.relative_to(ROOT)} names {tags}"
+    assert (
+        "license" in pyproject["project"]
+        and (ROOT / "LICENSE").read_text().count("Apache License") >= 1
+    )
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert requires == ["setuptools>=77"]
