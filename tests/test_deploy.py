@@ -247,6 +247,11 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Replay:
     return replay_dockerfile(tmp_path_factory.mktemp("image"))
 
 
+class StopWaiting(BaseException):
+    """The exporter answered, and not 200: waiting longer will not change that. (A
+    BaseException, so that wait_for does not take it for "not reachable yet".)"""
+
+
 def wait_healthy(
     replay: Replay, served: Served, env: dict[str, str] | None = None, timeout: float = 30
 ) -> str:
@@ -254,11 +259,13 @@ def wait_healthy(
         if served.process.poll() is not None:
             raise AssertionError(f"exporter exited: {served.log.read_text()}")
         result = replay.health(served, env)
+        if " answered " in result.stderr and result.returncode != 0:  # an HTTP answer, not 200
+            raise StopWaiting(result.stderr)
         return result.stderr if result.returncode == 0 else None
 
     try:
         return wait_for(healthy, timeout=timeout, interval=0.3, what="the image's health check")
-    except AssertionError:
+    except (AssertionError, StopWaiting):
         last = replay.health(served, env)
         log = served.log.read_text()
         raise AssertionError(
