@@ -854,6 +854,9 @@ def test_sysusers_and_tmpfiles_make_the_user_and_directories(installed: Path) ->
     assert unit_values("Environment") == ["ZOOM_EXPORTER_STORAGE_PATH=%S/zoom-qos-exporter"]
     assert unit_values("EnvironmentFile") == ["/etc/zoom-qos-exporter/env"]
     assert unit_values("ExecReload") == ["kill -HUP $MAINPID"]
+    # prometheus_client's process_* metrics read /proc/stat (boot time), which
+    # ProcSubset=pid hides; the Exporter health dashboard shows process_resident_memory_bytes.
+    assert unit_values("ProcSubset") in ([], ["all"])
 
 
 def test_systemd_analyze_verify_against_the_install(installed: Path) -> None:
