@@ -6,6 +6,7 @@ schemas, systemd-analyze, and the version every file names.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -145,6 +146,27 @@ def test_dockerfile_pins_labels_and_runs_unprivileged() -> None:
     assert volumes == [[env["ZOOM_EXPORTER_STORAGE_PATH"]]]
     build_runs = " ".join(i.args for i in stages[1] if i.keyword == "RUN")
     assert '".[auth]"' in build_runs, "the image must have the auth extra (bcrypt)"
+
+
+def test_dockerignore_keeps_what_the_build_copies() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copied = [
+        source
+        for stage in dockerfile_stages()
+        for ins in stage
+        if ins.keyword == "COPY" and not ins.args.startswith("--from")
+        for source in shlex.split(ins.args)[:-1]
+    ]
+    assert {"pyproject.toml", "README.md", "LICENSE", "exporter"} <= set(copied)
+    for source in copied:
+        assert (ROOT / source).exists(), source
+        hits = [p for p in patterns if fnmatch.fnmatch(source, p.removeprefix("**/"))]
+        assert not hits, f"{source} is copied but .dockerignore excludes it ({hits})"
+    assert {"tests", ".venv", ".git", "**/.env"} <= set(patterns)
 
 
 @dataclass
