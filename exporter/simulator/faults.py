@@ -461,8 +461,14 @@ class Faults:
         """The next `count` /v2 calls (or `endpoint`'s) answer this status, code and message."""
         self.add(
             ErrorFault(
-                count, status, code, message, _endpoint(endpoint),
-                headers=headers, after=after, at=at,
+                count,
+                status,
+                code,
+                message,
+                _endpoint(endpoint),
+                headers=headers,
+                after=after,
+                at=at,
             )
         )
 
