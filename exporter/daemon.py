@@ -311,6 +311,7 @@ class Daemon:
         if token.identity != self.token.identity:
             log.info("reload: the credentials changed; a new token will be requested")
             self.token = token
+            self.holds.release_reason("auth_failed")  # refused credentials are not these
         self.budget.budget = daily_budget(settings)
         limits = settings.limits
         self.limiter.set_rates(limits.heavy_per_second, limits.resource_intensive_per_second)

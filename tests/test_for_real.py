@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,7 +22,7 @@ from exporter.polling.targets import configured_targets
 from exporter.settings import Settings, SettingsError, load_settings
 from exporter.simulator import Scenario, Simulator
 from exporter.simulator.faults import DAILY_MESSAGE, QPS_MESSAGE
-from exporter.zoom.limits import DailyBudget, Holds
+from exporter.zoom.limits import DailyBudget, Holds, StateFile
 from exporter.zoom.transport import Action, classify, daily_remaining
 
 IDLE_ID = "99999999999"  # a configured meeting that is not live
@@ -402,3 +403,81 @@ async def test_a_qps_429_with_remaining_zero_does_not_stop_the_day(
     assert report.health.budget is not None and report.health.budget.remaining > 14_000
     clock.now += 60
     assert (await rig.poller.run_cycle()).health.state == "ok"
+
+
+# -- the state file: nothing on disk can stop a start ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"{not json",
+        b"[1, 2]",
+        b'{"version": 2, "budget": {"day": 1, "used": 5}}',
+        b'{"version": 1, "budget": {"day": "today", "used": "many"}}',
+        b'{"version": 1, "budget": {"day": 20775, "used": "many"}}',  # 20775: the test's day
+        b'{"version": 1, "budget": {"day": 20775, "used": 1e400}}',
+        b'{"version": 1, "budget": {"day": 20775, "used": -5}}',
+        b'{"version": 1, "budget": {"day": 20775, "used": true}}',
+        b'{"version": 1, "budget": {"day": true, "used": 7}}',
+        b'{"version": 1, "budget": [], "daily_limit_until": "soon"}',
+        b'{"version": 1, "daily_limit_until": NaN}',
+        b"\xff\xfe not utf-8",
+        b"[" * 100_000,
+        b'{"version": 1, "pad": "' + b"x" * 200_000 + b'"}',
+    ],
+)
+def test_a_corrupt_state_file_starts_the_day_afresh(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / StateFile.NAME).write_bytes(content)
+    state = StateFile(tmp_path).load()
+    budget = DailyBudget(1000)
+    now = 1_795_000_000.0
+    saved = state.get("budget") if state is not None else None
+    assert not budget.resume(now, saved if isinstance(saved, dict) else {})
+    assert budget.remaining(now) == 1000
+
+
+def test_the_state_file_round_trip_and_an_unwritable_directory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = 1_795_000_000.0
+    budget = DailyBudget(1000)
+    budget.spend(now, 42)
+    budget.observe(now, 900)
+    store = StateFile(tmp_path / "new")
+    assert store.save({"budget": budget.state(now)})
+    again = DailyBudget(1000)
+    saved = store.load()
+    assert saved is not None and again.resume(now + 60, saved["budget"])
+    assert again.used(now + 60) == 42 and again.remaining(now + 60) == 900
+    assert not DailyBudget(1000).resume(now + 86_400, saved["budget"])  # another day
+
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    broken = StateFile(blocked)  # a file where the directory should be
+    caplog.set_level(logging.WARNING)
+    assert not broken.save({"budget": budget.state(now)})
+    assert not broken.save({"budget": budget.state(now)})
+    assert sum("cannot write the state file" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_new_credentials_lift_a_401_hold_at_once(session: aiohttp.ClientSession) -> None:
+    """A 401 from the API holds every call for up to 10 minutes; a reload with other
+    credentials must not wait for it."""
+    async with simulator(Scenario(seed=3)) as sim:
+        settings = settings_for(sim)
+        current = {"settings": settings}
+        daemon = Daemon(
+            lambda: current["settings"], settings, session, account_of(settings), SnapshotStore()
+        )
+        assert (await daemon.poller.run_cycle()).health.state == "ok"
+        sim.faults.error(401, None, "Unauthorized")
+        assert (await daemon.poller.run_cycle()).health.state == "auth_failed"
+        assert (await daemon.poller.run_cycle()).health.state == "auth_failed"  # held
+        sim.faults.change_credentials("rotated")
+        current["settings"] = settings_for(sim, client_secret="rotated")
+        assert await daemon.reload() is None
+        assert (await daemon.poller.run_cycle()).health.state == "ok"

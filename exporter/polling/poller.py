@@ -68,13 +68,16 @@ class CycleOutcome:
     forbidden: ZoomForbiddenError | None = None
     errors: list[str] = field(default_factory=list)
     logged: set[str] = field(default_factory=set)  # errors the client has logged already
+    fields: dict[str, dict[str, object]] = field(default_factory=dict)  # an error's log fields
 
     @property
     def halted(self) -> bool:
         """No call can succeed for the rest of this cycle: no token, or calls are paused."""
         return self.token_error is not None or self.paused is not None
 
-    def failed(self, error: Exception, where: str = "") -> None:
+    def failed(self, error: Exception, where: str = "", **context: object) -> None:
+        """Record a failure; `where` prefixes the message on the status page, `context`
+        (kind, meeting_id) goes to the log line's fields."""
         if isinstance(error, ZoomPausedError):
             self.paused = error
             return
@@ -82,6 +85,13 @@ class CycleOutcome:
         detail = str(error) if isinstance(error, ZoomError) else f"unexpected {error!r}"
         message = f"{where}: {detail}" if where else detail
         self.errors.append(message)
+        self.fields[message] = {
+            **context,
+            "endpoint": getattr(error, "endpoint", None),
+            "status": getattr(error, "status", None),
+            "code": getattr(error, "code", None),
+            "error": detail,
+        }
         if isinstance(error, ZoomTokenError | ZoomForbiddenError):
             self.logged.add(message)  # the client logged it, with its backoff
         if isinstance(error, ZoomTokenError):
@@ -318,7 +328,7 @@ class Poller:
         for error in outcome.errors:
             repeated = error in self._last_errors or error in outcome.logged
             level = logging.DEBUG if repeated else logging.WARNING
-            log.log(level, "poll failed", extra=kv(error=error))
+            log.log(level, "poll failed", extra=kv(**outcome.fields.get(error, {"error": error})))
         self._last_errors = frozenset(outcome.errors)
         if outcome.paused is not None:
             log.debug("calls paused", extra=kv(state=health.state, error=str(outcome.paused)))
@@ -405,10 +415,10 @@ class Poller:
                 try:
                     live = await self._client.live_meetings(kind)
                 except ZoomError as error:
-                    outcome.failed(error, f"{kind} discovery")  # keep that kind's last list
+                    outcome.failed(error, f"{kind} discovery", kind=kind)  # keep the last list
                 except Exception as error:
                     log.exception("discovery: unexpected failure", extra=kv(kind=kind))
-                    outcome.failed(error, f"{kind} discovery")
+                    outcome.failed(error, f"{kind} discovery", kind=kind)
                 else:
                     outcome.successes += 1
                     self._discovered_at[kind] = self._clock.time()
@@ -452,14 +462,14 @@ class Poller:
                     outcome.successes += 1
                     self._gone(record)
                     return None
-                outcome.failed(error, where)
+                outcome.failed(error, where, kind=key[0], meeting_id=key[1])
                 return self._fresh(key)
             except ZoomError as error:
-                outcome.failed(error, where)
+                outcome.failed(error, where, kind=key[0], meeting_id=key[1])
                 return self._fresh(key)
             except Exception as error:  # a bug or an unforeseen answer: the others go on
                 log.exception("poll: unexpected failure", extra=kv(kind=key[0], meeting_id=key[1]))
-                outcome.failed(error, where)
+                outcome.failed(error, where, kind=key[0], meeting_id=key[1])
                 return self._fresh(key)
         outcome.successes += 1
         now = self._clock.time()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeGuard
 
 from exporter.clock import Clock
 from exporter.logfmt import kv
@@ -225,16 +225,23 @@ class DailyBudget:
             state["reported_remaining"] = self._reported
         return state
 
-    def resume(self, now: float, state: dict[str, int]) -> bool:
-        """Take the spend saved earlier today; a state of another day is ignored."""
+    def resume(self, now: float, state: dict[str, Any]) -> bool:
+        """Take the spend saved earlier today; a state of another day, or one whose numbers
+        are not whole and sane, is ignored."""
         self._roll(now)
-        if state.get("day") != self._day:
+        day, used = state.get("day"), state.get("used")
+        if not _count(day) or day != self._day or not _count(used):
             return False
-        self._used = max(self._used, int(state.get("used", 0)))
+        self._used = max(self._used, used)
         reported = state.get("reported_remaining")
-        if isinstance(reported, int) and reported >= 0:
+        if _count(reported):
             self._reported = reported
         return True
+
+
+def _count(value: object) -> TypeGuard[int]:
+    """A whole, non-negative number of a sane size (JSON from disk is not trusted)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**12
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +285,10 @@ class Holds:
         held = self._holds.get(scope)
         return held.failures if held is not None else 0
 
+    def release_reason(self, reason: str) -> None:
+        """Drop every hold of this reason (new credentials make an auth_failed hold moot)."""
+        self._holds = {k: h for k, h in self._holds.items() if h.reason != reason}
+
     def release(self, scope: str) -> None:
         """A call in `scope` went through: its backoff starts again from the first step."""
         self._holds.pop(scope, None)
@@ -293,6 +304,7 @@ class StateFile:
 
     NAME: Final = "state.json"
     VERSION: Final = 1
+    MAX_SIZE: Final = 1 << 16  # bytes; ours is about 150
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / self.NAME
@@ -301,7 +313,8 @@ class StateFile:
     def load(self) -> dict[str, Any] | None:
         """The saved state, or None (with a warning) when there is none that can be used."""
         try:
-            raw = self.path.read_bytes()
+            with self.path.open("rb") as source:
+                raw = source.read(self.MAX_SIZE + 1)
         except FileNotFoundError:
             log.warning(
                 "no state file yet; today's API spend starts at 0",
@@ -315,7 +328,7 @@ class StateFile:
             )
             return None
         try:
-            state = json.loads(raw[: 1 << 16])
+            state = json.loads(raw) if len(raw) <= self.MAX_SIZE else None
         except (ValueError, UnicodeDecodeError, RecursionError):
             state = None
         if not isinstance(state, dict) or state.get("version") != self.VERSION:
