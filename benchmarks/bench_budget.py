@@ -42,7 +42,7 @@ from exporter.metrics.snapshot import Snapshot
 from exporter.metrics.store import SnapshotStore
 from exporter.polling.health import Health
 from exporter.polling.planner import pages_for
-from exporter.polling.poller import Poller
+from exporter.polling.poller import Poller, PollSettings
 from exporter.settings import BUDGET_SHARE
 from exporter.simulator import RateLimits, Scenario, Simulator
 from exporter.simulator.app import ENDPOINTS
@@ -204,16 +204,13 @@ async def harness(config: Config, start: float) -> AsyncIterator[Harness]:
             limiter=RateLimiter(config.heavy_rate, plan.resource_intensive_per_minute / 60, clock),
             budget=DailyBudget(config.budget),
         )
-        poller = Poller(
-            client,
-            Unrendered(),
+        settings = PollSettings(
             interval=config.interval,
             max_interval=config.max_interval,
-            configured=[],
             concurrency=config.concurrency,
             max_staleness=DAY,
-            clock=clock,
         )
+        poller = Poller(client, Unrendered(), settings, clock=clock)
         yield Harness(config, clock, sim, wire, poller)
 
 

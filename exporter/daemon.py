@@ -23,7 +23,7 @@ from exporter.metrics.selfmetrics import SelfMetrics
 from exporter.metrics.snapshot import Snapshot
 from exporter.metrics.store import SnapshotStore
 from exporter.polling.health import Health
-from exporter.polling.poller import Poller
+from exporter.polling.poller import Poller, PollSettings
 from exporter.polling.targets import configured_targets
 from exporter.settings import Settings, SettingsError
 from exporter.web.app import create_app
@@ -133,19 +133,19 @@ async def zoom_client(settings: Settings) -> AsyncIterator[ZoomClient]:
         yield build_client(session, settings, endpoints)
 
 
-def poll_options(settings: Settings) -> dict[str, Any]:
+def poll_settings(settings: Settings) -> PollSettings:
     interval = settings.poll_interval
     if settings.demo and "poll_interval" not in settings.model_fields_set:
         interval = DEMO_POLL_INTERVAL
-    return {
-        "interval": interval,
-        "max_interval": max(interval, settings.longest_poll_interval),
-        "configured": configured_targets(settings.meeting_ids, settings.webinar_ids),
-        "discovery": settings.discovery,
-        "concurrency": settings.concurrency,
-        "max_staleness": settings.max_staleness,
-        "privacy": settings.privacy,
-    }
+    return PollSettings(
+        interval=interval,
+        max_interval=max(interval, settings.longest_poll_interval),
+        configured=configured_targets(settings.meeting_ids, settings.webinar_ids),
+        discovery=settings.discovery,
+        concurrency=settings.concurrency,
+        max_staleness=settings.max_staleness,
+        privacy=settings.privacy,
+    )
 
 
 # Settings a reload cannot change: they need a restart.
@@ -200,7 +200,7 @@ class Daemon:
         self.token = token_provider(account)
         self.state_file = StateFile(settings.storage_path) if settings.storage_path else None
         resumed = self._resume()
-        self.poller = Poller(self.client(), self, resumed=resumed, **poll_options(settings))
+        self.poller = Poller(self.client(), self, poll_settings(settings), resumed=resumed)
         self.config_reload: tuple[bool, float | None] = (True, time.time())
         self._reload_lock = asyncio.Lock()
 
@@ -283,7 +283,7 @@ class Daemon:
             try:
                 settings = self.load()
                 self._apply(settings)
-                await self.poller.reconfigure(self.client(), **poll_options(settings))
+                await self.poller.reconfigure(self.client(), poll_settings(settings))
             except SettingsError as error:
                 return self._reload_failed(str(error))
             except Exception as error:  # a bug must not leave a success behind, nor kill us

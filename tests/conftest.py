@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from exporter.metrics.snapshot import Snapshot
 from exporter.metrics.store import SnapshotStore
-from exporter.polling.poller import Poller
+from exporter.polling.poller import Poller, PollSettings
 from exporter.polling.targets import configured_targets
 from exporter.simulator import SEED_MEETING_ID, Scenario, Simulator
 from exporter.simulator.clock import ManualClock
@@ -338,7 +338,8 @@ def make_rig(
         "interval": 60.0,
         "configured": configured_targets([str(SEED_MEETING_ID)], []),
         "discovery": discovery,
-        "clock": clock,
+        **poller_options,
     }
-    settings.update(poller_options)
-    return Rig(sim, client, Poller(client, store, **settings), store, clock)
+    return Rig(
+        sim, client, Poller(client, store, PollSettings(**settings), clock=clock), store, clock
+    )

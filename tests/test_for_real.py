@@ -18,6 +18,7 @@ import pytest
 from conftest import SEED, FakeClock, Rig, make_rig, participants, simulator, zoom_client
 from exporter.daemon import Daemon, ZoomAccount
 from exporter.metrics.store import SnapshotStore
+from exporter.polling.poller import PollSettings
 from exporter.polling.targets import configured_targets
 from exporter.settings import Settings, SettingsError, load_settings
 from exporter.simulator import Scenario, Simulator
@@ -193,7 +194,7 @@ async def test_a_reload_keeps_counters_the_pause_the_token_and_the_spend(
         assert daemon.budget.used(after.health.created_at) == used
 
         daemon.holds = Holds()  # (the pause over,) the token is reused across the reload
-        daemon.poller.configure(daemon.client(), **{"interval": 60.0, "configured": []})
+        daemon.poller.configure(daemon.client(), PollSettings(interval=60.0))
         assert (await daemon.poller.run_cycle()).health.state == "ok"
         assert sim.stats["oauth_token"] == tokens
 

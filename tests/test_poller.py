@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from conftest import FakeClock, simulator, zoom_client
 from exporter.metrics.snapshot import Snapshot
 from exporter.metrics.store import SnapshotStore
-from exporter.polling.poller import Poller
+from exporter.polling.poller import Poller, PollSettings
 from exporter.polling.targets import configured_targets
 from exporter.simulator import Scenario, Simulator
 from exporter.simulator.scenario import SEED_MEETING_ID as _SEED_MEETING
@@ -37,9 +38,8 @@ def make_poller(
     client: ZoomClient, clock: FakeClock, **options: object
 ) -> tuple[Poller, SnapshotStore]:
     store = SnapshotStore()
-    defaults: dict[str, object] = {"interval": 60.0, "configured": [], "clock": clock}
-    defaults.update(options)
-    return Poller(client, store, **defaults), store  # type: ignore[arg-type]
+    settings: dict[str, Any] = {"interval": 60.0, **options}
+    return Poller(client, store, PollSettings(**settings), clock=clock), store
 
 
 def participants_of(snapshot: Snapshot) -> dict[tuple[str, str], set[str]]:

@@ -31,7 +31,7 @@ from exporter.metrics.snapshot import Snapshot
 from exporter.metrics.store import SnapshotStore
 from exporter.polling.health import Health
 from exporter.polling.planner import STARVING_AFTER, pages_for
-from exporter.polling.poller import Poller
+from exporter.polling.poller import Poller, PollSettings
 from exporter.simulator import RateLimits, Scenario, Simulator
 from exporter.simulator.app import ENDPOINTS, app_state
 from exporter.zoom.client import encode_meeting_id
@@ -233,7 +233,7 @@ def budgeted_poller(
         budget=DailyBudget(budget) if budget is not None else None,
         clock=clock,
     )
-    return Poller(client, LatestSnapshot(), configured=[], clock=clock, **options)
+    return Poller(client, LatestSnapshot(), PollSettings(**options), clock=clock)
 
 
 @pytest.fixture

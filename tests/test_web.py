@@ -17,7 +17,7 @@ from conftest import simulator, zoom_client
 from exporter.metrics.selfmetrics import SelfMetrics
 from exporter.metrics.store import SnapshotStore
 from exporter.polling.health import Health
-from exporter.polling.poller import Poller
+from exporter.polling.poller import Poller, PollSettings
 from exporter.simulator import Scenario, Simulator
 from exporter.web.app import create_app
 from exporter.zoom.client import ZoomClient
@@ -35,7 +35,7 @@ async def wired(sim: Simulator, aiohttp_client) -> AsyncIterator[tuple[TestClien
     async with aiohttp.ClientSession() as session:
         zoom = zoom_client(session, sim.api_url, sim.oauth_url)
         store = SnapshotStore()
-        poller = Poller(zoom, store, interval=60, configured=[])
+        poller = Poller(zoom, store, PollSettings(interval=60))
         view = View(store, zoom)
         http = await aiohttp_client(create_app(store, self_metrics=SelfMetrics(view)))
         yield http, poller

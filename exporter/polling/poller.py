@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.logfmt import kv
@@ -140,19 +140,26 @@ class MeetingRecord:
         )
 
 
+@dataclass(frozen=True)
+class PollSettings:
+    """What the settings say about polling; a reload replaces it whole."""
+
+    interval: float  # seconds between cycles, before the planner stretches it
+    configured: list[MeetingTarget] = field(default_factory=list)
+    discovery: bool = True
+    concurrency: int = 4
+    max_staleness: float = 600.0
+    max_interval: float | None = None  # how far the planner may stretch (None: the interval)
+    privacy: ParticipantPrivacy = DEFAULT_PRIVACY
+
+
 class Poller:
     def __init__(
         self,
         client: ZoomClient,
         store: Publisher,
+        settings: PollSettings,
         *,
-        interval: float,
-        configured: list[MeetingTarget],
-        discovery: bool = True,
-        concurrency: int = 4,
-        max_staleness: float = 600.0,
-        max_interval: float | None = None,
-        privacy: ParticipantPrivacy = DEFAULT_PRIVACY,
         clock: Clock = SYSTEM_CLOCK,
         resumed: bool = False,
     ) -> None:
@@ -173,49 +180,30 @@ class Poller:
         self._cycles = 0
         self._wake = asyncio.Event()
         self.health = Health()
-        self._privacy = privacy
-        self.configure(
-            client,
-            interval=interval,
-            configured=configured,
-            discovery=discovery,
-            concurrency=concurrency,
-            max_staleness=max_staleness,
-            max_interval=max_interval,
-            privacy=privacy,
-        )
+        self._privacy = settings.privacy
+        self.configure(client, settings)
 
-    def configure(
-        self,
-        client: ZoomClient,
-        *,
-        interval: float,
-        configured: list[MeetingTarget],
-        discovery: bool = True,
-        concurrency: int = 4,
-        max_staleness: float = 600.0,
-        max_interval: float | None = None,
-        privacy: ParticipantPrivacy = DEFAULT_PRIVACY,
-    ) -> None:
+    def configure(self, client: ZoomClient, settings: PollSettings) -> None:
         """Set (or, between cycles, replace) the client and the polling settings."""
         self._client = client
-        self.interval = interval
+        self.interval = interval = settings.interval
         self.effective_interval = interval
-        self.max_interval = max(interval, max_interval if max_interval is not None else interval)
-        self._configured = configured
-        self._discovery = discovery
-        self._semaphore = asyncio.Semaphore(concurrency)
-        self._max_staleness = max_staleness
-        if privacy != self._privacy:  # a reading made under other privacy settings: not again
+        longest = settings.max_interval
+        self.max_interval = max(interval, longest if longest is not None else interval)
+        self._configured = settings.configured
+        self._discovery = settings.discovery
+        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._max_staleness = settings.max_staleness
+        if settings.privacy != self._privacy:  # made under other privacy settings: not again
             for record in self._records.values():
                 record.reading = None
-        self._privacy = privacy
+        self._privacy = settings.privacy
 
-    async def reconfigure(self, client: ZoomClient, **settings: Any) -> None:
+    async def reconfigure(self, client: ZoomClient, settings: PollSettings) -> None:
         """Apply new settings between cycles (never during one); the data so far is kept,
         unless the privacy settings changed."""
         async with self._cycle_lock:
-            self.configure(client, **settings)
+            self.configure(client, settings)
         self._wake.set()
 
     async def run_forever(self, stop: asyncio.Event) -> None:
