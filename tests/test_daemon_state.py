@@ -95,10 +95,11 @@ def test_the_lifecycle_reload_endpoint(tmp_path: Path) -> None:
         config.write_text("poll_interval: [\n")
         status, text = post(on.url + "/-/reload")
         assert status == 500 and "invalid YAML at line" in text
-        assert sample(on, "zoom_exporter_config_last_reload_successful") == 0
+        reloaded = "zoom_exporter_config_last_reload_successful"
+        wait_for(lambda: sample(on, reloaded) == 0, what="the failed reload on /metrics")
         config.write_text("poll_interval: 2\n")
         assert post(on.url + "/-/reload")[0] == 200
-        assert sample(on, "zoom_exporter_config_last_reload_successful") == 1
+        wait_for(lambda: sample(on, reloaded) == 1, what="the good reload on /metrics")
     finally:
         stop_process(off.process)
         stop_process(on.process)
