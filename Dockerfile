@@ -1,7 +1,7 @@
 # zoom-qos-exporter image: the exporter in a virtual environment under /opt/zoom-qos-exporter
 # (the same layout as the systemd install), non-root, with the `auth` extra for basic auth.
 #
-#   docker build -t zoom-qos-exporter:0.1.0 .
+#   docker build -t zoom-qos-exporter:0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #   docker run --rm -p 9924:9924 -e ZOOM_EXPORTER_DEMO=true zoom-qos-exporter:0.1.0
 #
 # The tag is exporter.__version__ (tests/test_deploy.py checks that VERSION below, the
@@ -20,7 +20,10 @@ RUN /opt/zoom-qos-exporter/bin/pip install --no-cache-dir --disable-pip-version-
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
+# The git commit, for zoom_exporter_build_info: --build-arg REVISION="$(git rev-parse HEAD)".
+ARG REVISION=""
 LABEL org.opencontainers.image.title="zoom-qos-exporter" \
+      org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.description="Prometheus exporter for the call quality (QoS) of live Zoom meetings and webinars" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
@@ -36,6 +39,7 @@ COPY --from=build /opt/zoom-qos-exporter /opt/zoom-qos-exporter
 ENV PATH="/opt/zoom-qos-exporter/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    EXPORTER_REVISION="${REVISION}" \
     ZOOM_EXPORTER_LISTEN_ADDRESS="0.0.0.0:9924" \
     ZOOM_EXPORTER_STORAGE_PATH="/var/lib/zoom-qos-exporter"
 VOLUME ["/var/lib/zoom-qos-exporter"]
