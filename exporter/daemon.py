@@ -191,6 +191,7 @@ class Daemon:
         self.account = account
         self.store = store
         self.telemetry = ApiTelemetry()
+        store.dropped = self.telemetry.dropped  # render drops count with the rest
         self.holds = Holds()
         self.budget = DailyBudget(daily_budget(settings))
         limits = settings.limits
@@ -213,6 +214,9 @@ class Daemon:
     @property
     def token_expiry(self) -> float | None:
         return self.token.expires_at
+
+    def overdue(self) -> float | None:
+        return self.store.overdue()
 
     # -- the client and the state that outlives it --------------------------------------------
 

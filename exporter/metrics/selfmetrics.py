@@ -51,6 +51,9 @@ class DaemonView(Protocol):
     @property
     def token_expiry(self) -> float | None: ...
 
+    def overdue(self) -> float | None:
+        """Seconds since the last publish if polling looks stuck, else None."""
+
 
 class ExporterCollector:
     """The exporter's own health, read live at each scrape: reachability of Zoom, cycle timing,
@@ -67,10 +70,18 @@ class ExporterCollector:
     def collect(self) -> Iterator[Metric]:
         view = self._view
         snap = view.health
+        overdue = view.overdue()
         yield GaugeMetricFamily(
             "zoom_up",
-            "1 if the last poll cycle reached the Zoom API, 0 if it failed." + REFRESH,
-            value=1.0 if snap.up else 0.0,
+            "1 if the last poll cycle reached the Zoom API, 0 if it failed or if no cycle has "
+            "published for longer than 3 intervals plus 30 s." + REFRESH,
+            value=1.0 if snap.up and overdue is None else 0.0,
+        )
+        yield from _gauge(
+            "zoom_exporter_publish_overdue_seconds",
+            "Seconds since the last cycle published, present only while that is longer than 3 "
+            "intervals plus 30 s (polling is stuck).",
+            overdue,
         )
         if snap.last_success_timestamp is not None:
             yield GaugeMetricFamily(
@@ -192,6 +203,20 @@ def _health(snap: Health, telemetry: ApiTelemetry) -> Iterator[Metric]:
     for endpoint, reason, count in telemetry.retries.snapshot():
         retries.add_metric([endpoint, reason], count)
     yield retries
+    dropped = CounterMetricFamily(
+        "zoom_exporter_items_dropped",
+        "Records, participants or meetings left out of the snapshot, by reason (schema: not "
+        "the expected shape; build, render: failed to build or render).",
+        labels=["reason"],
+    )
+    for reason, count in telemetry.dropped.snapshot():
+        dropped.add_metric([reason], count)
+    yield dropped
+    yield CounterMetricFamily(
+        "zoom_exporter_values_truncated",
+        "Strings from Zoom cut to 256 characters (label values among them).",
+        value=telemetry.truncated,
+    )
     if snap.state is not None:
         yield from _gauge(
             "zoom_exporter_meetings_not_live",
