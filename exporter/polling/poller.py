@@ -54,7 +54,7 @@ from exporter.zoom.errors import (
     ZoomTokenError,
 )
 from exporter.zoom.limits import RESOURCE_INTENSIVE, seconds_until_reset
-from exporter.zoom.models import KINDS, Kind
+from exporter.zoom.models import KINDS, Kind, valid_utf8
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,10 @@ class Poller:
         privacy: ParticipantPrivacy = DEFAULT_PRIVACY,
         clock: Clock = SYSTEM_CLOCK,
         resumed: bool = False,
+        deadline: float | None = None,
     ) -> None:
         self._store = store
+        self._deadline = deadline  # seconds; None: cycle_deadline(effective interval)
         self._clock = clock
         self._cycle_lock = asyncio.Lock()
         self._discovered: dict[Kind, list[MeetingTarget]] = {k: [] for k in KINDS}
@@ -282,7 +284,7 @@ class Poller:
             readings = [r for r in map(self._fresh, list(self._records)) if r is not None]
             self.effective_interval = self.interval
         else:
-            deadline = cycle_deadline(self.effective_interval)
+            deadline = self._deadline or cycle_deadline(self.effective_interval)
             loop = asyncio.get_running_loop()
             deadline_at = loop.time() + deadline
             discovered = await self._within(
@@ -323,7 +325,7 @@ class Poller:
             poll_duration_seconds=self._clock.monotonic() - began,
             created_at=end,
             complete_cycles=self._cycles,
-            errors=tuple(outcome.errors),
+            errors=tuple(valid_utf8(error) for error in outcome.errors),
             poll_interval_seconds=self.effective_interval,
             budget=self._budget_reading(end),
             paused_until=self._paused_until(outcome),
