@@ -74,7 +74,12 @@ class TokenProvider:
         self._oauth_url = oauth_url
         self._account_id = account_id
         credentials = f"{client_id}:{client_secret.get_secret_value()}".encode()
-        self._basic_auth = SecretStr("Basic " + base64.b64encode(credentials).decode("ascii"))
+        encoded = base64.b64encode(credentials).decode("ascii")
+        self._basic_auth = SecretStr("Basic " + encoded)
+        # What a token endpoint that echoes our request could put in its error text: the
+        # header's value, the pair it encodes, and the secret alone unless too short to tell.
+        secret = client_secret.get_secret_value()
+        self._echoes = (encoded, credentials.decode()) + ((secret,) if len(secret) >= 4 else ())
         # Whether a reload changed the credentials, without keeping them in the clear.
         self.identity = hashlib.sha256(
             b"\0".join([oauth_url.encode(), account_id.encode(), credentials])
@@ -140,7 +145,11 @@ class TokenProvider:
         except ZoomTransportError as error:
             raise ZoomTokenUnavailableError(OAUTH_ENDPOINT, error.detail) from None
         if status != 200:
-            reason = _text(payload, "reason") or _text(payload, "error") or "rejected"
+            reason = (
+                _text(payload, "reason", self._echoes)
+                or _text(payload, "error", self._echoes)
+                or "rejected"
+            )
             if status in (400, 401, 403):
                 raise ZoomAuthError(
                     OAUTH_ENDPOINT,
@@ -162,11 +171,15 @@ class TokenProvider:
         return token
 
 
-def _text(payload: dict[str, Any], name: str) -> str:
-    """A short string field of Zoom's answer, with anything that looks like a credential cut."""
+def _text(payload: dict[str, Any], name: str, echoes: tuple[str, ...] = ()) -> str:
+    """A short string field of Zoom's answer, with anything that looks like a credential cut,
+    and `echoes` (our own credentials, however short) too."""
     value = payload.get(name)
     if not isinstance(value, str):
         return ""
+    value = value[:4096]
+    for echo in echoes:
+        value = value.replace(echo, "[redacted]")
     return redact(value)[:200]
 
 
