@@ -574,3 +574,33 @@ async def test_long_label_values_are_cut_and_counted(
     text = exposition(r.store)
     assert f'user_name="{"x" * 256}"' in text and "x" * 257 not in text
     assert r.client.telemetry.truncated == 2
+
+
+# -- 7. SIGTERM while a big snapshot renders -----------------------------------------------------
+
+SLOW_RENDER = """
+import asyncio, time
+from exporter.metrics import store
+from exporter.metrics.snapshot import Snapshot
+from exporter.polling.health import Health
+
+store.render_safely = lambda snapshot, dropped: time.sleep(30)  # a render of a huge snapshot
+
+async def main():
+    publishing = asyncio.create_task(store.SnapshotStore().publish(Snapshot(), Health()))
+    await asyncio.sleep(0.2)
+    publishing.cancel()  # what SIGTERM does to the poll loop
+
+asyncio.run(main())
+"""
+
+
+def test_exit_never_waits_for_a_render_in_flight() -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    began = time.monotonic()
+    subprocess.run([sys.executable, "-c", SLOW_RENDER], cwd=ROOT, check=True, timeout=60)
+    assert time.monotonic() - began < 5  # not the render's 30 s

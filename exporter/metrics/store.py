@@ -10,7 +10,11 @@ than `stale_after` of the interval says so: `zoom_up` 0 and `/-/ready` 503.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
 from dataclasses import replace
+from typing import TypeVar
 
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.metrics.exposition import Exposition
@@ -24,6 +28,36 @@ from exporter.zoom.telemetry import Drops
 STALE_INTERVALS = 3.0
 STALE_SLACK = 30.0
 DEFAULT_INTERVAL = 60.0
+T = TypeVar("T")
+
+
+async def in_daemon_thread(work: Callable[[], T]) -> T:
+    """Run `work` on a daemon thread of its own. Unlike asyncio.to_thread, a render still
+    running when SIGTERM ends the loop never holds the process's exit (the default executor's
+    threads are joined at exit: seconds for a big snapshot)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = work()
+        except BaseException as failure:  # handed to the awaiting task
+            error = failure
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="render", daemon=True).start()
+    return await done
 
 
 def stale_after(interval: float | None) -> float:
@@ -86,7 +120,7 @@ class SnapshotStore:
         return self.exposition.snapshot
 
     async def publish(self, snapshot: Snapshot, health: Health) -> None:
-        exposition = await asyncio.to_thread(render_safely, snapshot, self.dropped)
+        exposition = await in_daemon_thread(lambda: render_safely(snapshot, self.dropped))
         self.exposition, self.health = exposition, health
         self.published_at = self._clock.monotonic()
         if health.complete_cycles > 0:
