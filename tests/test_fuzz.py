@@ -17,6 +17,7 @@ import subprocess
 from typing import Any
 
 import aiohttp
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import (
@@ -182,7 +183,7 @@ def test_any_answer_publishes_a_cycle_that_parses(pages: list[bytes]) -> None:
     check_exposition(store)
 
 
-def test_a_hostile_sample_passes_promtool(tmp_path: Any) -> None:
+def test_a_hostile_sample_passes_promtool() -> None:
     """One page full of the worst values: the exposition passes promtool's lint."""
     person = {
         "user_id": "1\ud800",
@@ -206,11 +207,10 @@ def test_a_hostile_sample_passes_promtool(tmp_path: Any) -> None:
     assert "jitter_seconds{" in text and "latency_seconds{" not in text  # the bad one left out
     promtool = shutil.which("promtool")
     if promtool is None:
-        return
-    path = tmp_path / "sample.prom"
-    path.write_text(text, encoding="utf-8")
+        pytest.skip("promtool is not installed")
     result = subprocess.run(
-        [promtool, "check", "metrics"], input=path.read_bytes(), capture_output=True, timeout=60
+        [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60
     )
-    # promtool lints names and help texts; anything it reports must not be a parse error.
+    # 0: clean; 3: lint remarks on names or help texts. A parse error is 1.
+    assert result.returncode in (0, 3), result.stderr
     assert b"error while linting" not in result.stderr + result.stdout, result.stderr
