@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import json
 import time
 import tracemalloc
 from collections import Counter
@@ -339,6 +340,30 @@ async def test_pagination_that_never_ends_stops_at_the_cap_and_says_so(
         before = zoom.calls[VICTIM]
         await r.cycle()
         assert zoom.calls[VICTIM] - before <= page_cap(cap + 1)
+
+
+async def test_a_big_meeting_of_unknown_size_is_complete_from_the_second_cycle(
+    zoom: HostileZoom, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    """Configured, never listed: the first cycle is cut at the cap and says so; Zoom's
+    total_records then sets what the next cycle grants."""
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        n = int(request.query.get("next_page_token") or 0)
+        response = page(
+            *(person(f"p{n}-{i}") for i in range(10)), token=str(n + 1) if n < 9 else ""
+        )
+        body = json.loads(response.text or "{}")
+        return web.json_response({**body, "total_records": 100})
+
+    zoom.routes[VICTIM] = big
+    r = rig(zoom, session, clock)
+    first = await r.cycle()
+    assert first.health.state == "degraded" and zoom.calls[VICTIM] == page_cap(1)
+    second = await r.cycle()
+    assert second.health.state == "ok"
+    assert len(people(second.snapshot)[VICTIM]) == 100
+    assert zoom.calls[VICTIM] == page_cap(1) + 10
 
 
 # -- 3. waits are bounded ------------------------------------------------------------------------

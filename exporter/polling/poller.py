@@ -13,7 +13,8 @@ What a meeting's series do when it is not polled this cycle:
 What bounds a cycle, whatever Zoom answers:
 - pages: a meeting's listing stops at `client.page_cap` of the pages the planner granted it
   (a margin of 2 pages and a quarter), at a repeated page token or at an empty page; the
-  cycle then says so (state `degraded`, the reason in its errors);
+  cycle then says so (state `degraded`, the reason in its errors), and a listing cut at the
+  cap is granted next time the size Zoom's `total_records` gave (when sane), or a page more;
 - time: the cycle's deadline is `CYCLE_DEADLINE_FACTOR` times the effective interval, at least
   `CYCLE_DEADLINE_FLOOR` seconds, on the event loop's clock; past it the meetings not yet done
   keep their last data, the cycle publishes, and the state is `degraded` with the reason;
@@ -517,8 +518,8 @@ class Poller:
                     pages = pages_for(len(live), DISCOVERY_PAGE_SIZE)
                     if live.stopped is not None:
                         self._stopped(outcome, f"{kind} discovery", live)
-                        if live.stopped == PAGE_CAP:
-                            pages += 1  # the list is longer: one more page next time
+                        if live.stopped == PAGE_CAP:  # longer: what Zoom says, or a page more
+                            pages = max(pages + 1, pages_for(live.total or 0, DISCOVERY_PAGE_SIZE))
                     self._discovery_pages[kind] = min(MAX_PAGES, pages)
         return self._last_discovered()
 
@@ -579,8 +580,8 @@ class Poller:
         listed = reading.listed
         if participants.stopped is not None:
             self._stopped(outcome, where, participants)
-            if participants.stopped == PAGE_CAP:
-                listed += QOS_PAGE_SIZE  # longer than granted: one more page next time
+            if participants.stopped == PAGE_CAP:  # longer: what Zoom says, or a page more
+                listed = max(listed + QOS_PAGE_SIZE, participants.total or 0)
         if record.live is False:
             log.info("live again", extra=kv(kind=key[0], meeting_id=key[1]))
         record.records, record.last_polled, record.live = listed, now, True

@@ -54,10 +54,12 @@ def page_cap(granted: int) -> int:
 
 class Listing(list[M]):
     """The items of a paginated listing; `stopped` says why it ended before Zoom's last page
-    (None: it did not), `pages` how many calls it took."""
+    (None: it did not), `pages` how many calls it took, `total` the size Zoom's first page
+    announced (`total_records`, when present and sane)."""
 
     stopped: str | None = None
     pages: int = 0
+    total: int | None = None
 
 
 def encode_meeting_id(meeting_id: str) -> str:
@@ -194,6 +196,9 @@ class ZoomClient:
                 continue
             items = self._validated(model, page.get(key), endpoint)
             found.extend(items)
+            total = page.get("total_records")
+            if found.total is None and isinstance(total, int) and not isinstance(total, bool):
+                found.total = total if 0 <= total <= MAX_PAGES * page_size else None
             token = page.get("next_page_token")
             if not isinstance(token, str) or not token:
                 break
