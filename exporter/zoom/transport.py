@@ -57,7 +57,10 @@ MAX_QPS_RETRY_AFTER = 60.0
 # The largest answer accepted from Zoom, before and after decompression: a 10-participant QoS
 # page is about 30 KiB, a 300-meeting discovery page about 150 KiB.
 MAX_BODY_BYTES = 4 * 1024 * 1024
-THREAD_DECODE_BYTES = 512 * 1024  # larger bodies are decompressed and decoded in a thread
+# Larger bodies are decompressed and decoded in a thread. zlib releases the GIL, so the loop
+# runs meanwhile; json's C decoder does not, so what bounds the loop's stall is the size cap
+# (about 30 ms to decode 4 MiB of QoS pages).
+THREAD_DECODE_BYTES = 512 * 1024
 _CHUNK = 64 * 1024
 DISCOVERY_ENDPOINTS = frozenset({"list_meetings", "list_webinars"})
 # A remaining count is the day's only beside a limit at least this large (Zoom's daily caps are
