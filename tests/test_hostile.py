@@ -208,6 +208,24 @@ async def test_invalid_unicode_in_any_string_is_replaced_and_published(
     assert r.store.health.complete_cycles == 2
 
 
+async def test_invalid_unicode_in_an_error_message_leaves_the_status_page_up(
+    zoom: HostileZoom, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    from exporter.web import status_page
+
+    async def hostile(request: web.Request) -> web.StreamResponse:
+        raw = '{"code": 1234, "message": "bad \\ud800 request"}'
+        return web.Response(text=raw, status=400, content_type="application/json")
+
+    zoom.routes[VICTIM] = hostile
+    r = rig(zoom, session, clock)
+    report = await r.cycle()
+    assert report.health.state == "degraded"
+    html = status_page.render(r.store.snapshot, r.store.health, "/metrics")
+    assert "bad \ufffd request" in html
+    html.encode("utf-8")  # what aiohttp does with it: a lone surrogate would raise here
+
+
 async def test_numbers_beyond_a_float_and_endless_digits_are_no_reading(
     zoom: HostileZoom, session: aiohttp.ClientSession, clock: FakeClock
 ) -> None:

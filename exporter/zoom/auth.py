@@ -30,6 +30,7 @@ from exporter.zoom.errors import (
     ZoomTransportError,
 )
 from exporter.zoom.limits import Backoff
+from exporter.zoom.models import valid_utf8
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,6 @@ def _text(payload: dict[str, Any], name: str, echoes: tuple[str, ...] = ()) -> s
 def redact(text: str) -> str:
     """Zoom's error text without anything that looks like a credential (Basic/Bearer values,
     long base64 runs) and without invalid Unicode."""
-    text = text.encode("utf-8", "replace").decode("utf-8", "replace")
+    text = valid_utf8(text)
     text = re.sub(r"(?i)\b(basic|bearer)\s+\S+", r"\1 [redacted]", text)
     return re.sub(r"[A-Za-z0-9+/_\-]{32,}={0,2}", "[redacted]", text)
