@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ async def main(meetings: int, delay: float) -> None:
         "exporter",
         "--web.listen-address",
         f"127.0.0.1:{free_port()}",
-        cwd=ROOT,
+        cwd=tempfile.gettempdir(),  # not the tree: PYTHONPATH picks the code
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
