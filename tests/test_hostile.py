@@ -519,6 +519,7 @@ async def test_a_huge_or_compressed_body_is_refused_under_a_memory_bound(
     assert report.health.state == "degraded"
     assert any(f"larger than {MAX_BODY_BYTES // 2**20} MiB" in e for e in report.health.errors)
     assert zoom.calls[VICTIM] == 2  # refused once a cycle, never retried
+    assert ("meeting_participants_qos", "error", 2) in r.client.requests.snapshot()  # both
     bystander_fresh(report, r)
 
 

@@ -39,9 +39,11 @@ from exporter.privacy import DEFAULT_PRIVACY, ParticipantPrivacy
 from exporter.zoom.auth import OAUTH_ENDPOINT
 from exporter.zoom.client import (
     DISCOVERY_PAGE_SIZE,
+    EMPTY_PAGE,
     MAX_PAGES,
     PAGE_CAP,
     QOS_PAGE_SIZE,
+    REPEATED_TOKEN,
     Listing,
     ZoomClient,
     page_cap,
@@ -526,8 +528,8 @@ class Poller:
     def _stopped(self, outcome: CycleOutcome, where: str, listing: Listing[Any]) -> None:
         why = {
             PAGE_CAP: "the pages granted this cycle are spent",
-            "repeated_token": "Zoom repeated a next_page_token",
-            "empty_page": "Zoom sent an empty page with a next_page_token",
+            REPEATED_TOKEN: "Zoom repeated a next_page_token",
+            EMPTY_PAGE: "Zoom sent an empty page with a next_page_token",
         }.get(listing.stopped or "", listing.stopped or "")
         outcome.short(f"{where}: listing stopped after {listing.pages} page(s): {why}")
 

@@ -287,23 +287,25 @@ class Transport:
         finally:
             elapsed = max(0.0, self._clock.monotonic() - began)
             self.telemetry.durations.labels(endpoint).observe(elapsed)
-        self.telemetry.requests.add(endpoint, str(status))
         encoding = headers.get("Content-Encoding", "")
         try:
             if len(raw) > THREAD_DECODE_BYTES:
                 payload = await asyncio.to_thread(_decode, raw, encoding)
             else:
                 payload = _decode(raw, encoding)
-        except BodyTooLarge:
+        except BodyTooLarge:  # a bomb: refused like a body too large before decompression
+            self.telemetry.requests.add(endpoint, "error")
             raise ZoomTransportError(
                 endpoint, f"the answer is larger than {MAX_BODY_BYTES // 2**20} MiB", TOO_LARGE
             ) from None
         except (ValueError, RecursionError):
+            self.telemetry.requests.add(endpoint, str(status))
             if status >= 400:
                 return status, {}, headers
             raise ZoomTransportError(
                 endpoint, f"HTTP {status} with a body that is not JSON"
             ) from None
+        self.telemetry.requests.add(endpoint, str(status))
         if not isinstance(payload, dict):
             raise ZoomTransportError(endpoint, f"HTTP {status} with JSON that is not an object")
         return status, payload, headers
