@@ -347,7 +347,13 @@ async def test_pagination_that_never_ends_stops_at_the_cap_and_says_so(
 
     zoom.routes[VICTIM] = hostile
     r = rig(zoom, session, clock)
-    report = await r.cycle()
+    tracemalloc.start()
+    try:
+        report = await r.cycle()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < MEMORY_BOUND, f"peak {peak / 2**20:.1f} MiB"
     cap = page_cap(1)
     expected = {"fresh_tokens": cap, "repeated_token": 2, "empty_pages": 2}[endless]
     assert zoom.calls[VICTIM] == expected  # 10,003 before
@@ -420,6 +426,24 @@ async def test_a_long_qps_retry_after_fails_at_once_and_holds_only_that_category
     report = await r.cycle(after=MAX_QPS_RETRY_AFTER)  # recovered once the hold ends
     assert report.health.state == "ok"
     bystander_fresh(report, r)
+
+
+async def test_a_daily_limit_retry_after_never_holds_beyond_midnight_utc(
+    zoom: HostileZoom, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    async def hostile(request: web.Request) -> web.StreamResponse:
+        headers = {
+            "Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT",
+            "X-RateLimit-Type": "Daily-limit",
+        }
+        return web.json_response({"code": 429}, status=429, headers=headers)
+
+    zoom.routes[VICTIM] = hostile
+    r = rig(zoom, session, clock, concurrency=1)
+    report = await r.cycle()
+    assert report.health.state == "daily_limit"
+    midnight = (clock.now // 86_400 + 1) * 86_400
+    assert report.health.paused_until is not None and report.health.paused_until <= midnight
 
 
 async def test_a_slow_meeting_cannot_hold_the_cycle_past_its_deadline(
