@@ -143,3 +143,75 @@ def test_slowloris_at_1024_descriptors_leaves_scrapes_answered(tmp_path: Path) -
     assert text.count("closing client connections") <= 3, text[-2000:]
     assert "Too many open files" not in text
     assert len(text) < 100_000
+
+
+@pytest.fixture
+async def small_site() -> AsyncIterator[tuple[str, int, GuardedSite]]:
+    """The app without auth behind a guard of 4 connections and a 0.3 s header timeout."""
+    store = SnapshotStore()
+    store.ready.set()
+    runner = web.AppRunner(create_app(store), access_log=None)
+    await runner.setup()
+    site = GuardedSite(runner, "127.0.0.1", 0, max_connections=4, header_timeout=0.3)
+    await site.start()
+    try:
+        yield "127.0.0.1", site.port, site
+    finally:
+        await runner.cleanup()
+
+
+CLOSE_WITHIN = 3.0  # seconds a test waits for the server to close a connection
+
+
+async def closed(reader: asyncio.StreamReader) -> bool:
+    """Whether the server closes the connection (after any answer) within CLOSE_WITHIN."""
+    try:
+        async with asyncio.timeout(CLOSE_WITHIN):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+    return True
+
+
+async def test_headers_that_dribble_are_cut_off_on_every_request_of_a_connection(
+    small_site: tuple[str, int, GuardedSite],
+) -> None:
+    host, port, site = small_site
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n")  # never finished
+    assert await closed(reader)
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")  # one good request...
+    assert b"200 OK" in await reader.readuntil(b"Healthy\n")
+    writer.write(b"GET /-/healthy HTTP/1.1\r\n")  # ...then the next one dribbles
+    assert await closed(reader)
+    assert site.guard is not None and site.guard.closed["header_timeout"] == 2
+    writer.close()
+
+
+async def test_at_the_cap_a_newcomer_replaces_a_slow_or_idle_connection(
+    small_site: tuple[str, int, GuardedSite], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exporter.web import connections
+
+    monkeypatch.setattr(connections, "IDLE_AFTER", 0.1)
+    host, port, site = small_site
+    idle = []
+    for _ in range(4):  # the cap, filled with kept-alive connections that went quiet
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"Healthy\n")
+        idle.append((reader, writer))
+    await asyncio.sleep(0.2)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):
+            async with session.get(f"http://{host}:{port}/-/healthy") as response:
+                assert response.status == 200
+    assert site.guard is not None and site.guard.open <= 4
+    assert site.guard.closed["evicted"] >= 1 and site.guard.closed["refused"] == 0
+    assert await closed(idle[0][0])  # the oldest quiet one made room
+    for _, writer in idle:
+        writer.close()

@@ -4,10 +4,12 @@ new connection's request headers.
 Slowloris (many connections that send their headers a byte at a time) must neither exhaust the
 process's descriptors (systemd's default soft limit is 1,024) nor crowd out Prometheus:
 
-- a new connection has `HEADER_TIMEOUT` seconds to send its request headers, or is closed;
+- a request has `HEADER_TIMEOUT` seconds from its first byte (or from the connection) to send
+  its headers, or the connection is closed;
 - at most `max_connections` are open; at the cap, a newcomer takes the place of the oldest
-  connection that has not yet sent its headers (a scraper sends them at once), and is refused
-  only when every open connection has;
+  connection that has not yet sent its headers (a scraper sends them at once), else of the
+  oldest kept-alive one silent for `IDLE_AFTER` seconds (it can reconnect), and is refused
+  only when every open connection is busy;
 - a burst of such closures is logged once, when it starts, not once per connection.
 
 Idle keep-alive connections are closed by aiohttp after `KEEPALIVE_TIMEOUT` seconds.
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_CONNECTIONS = 256
 HEADER_TIMEOUT = 10.0  # seconds a new connection has to send its request headers
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle keep-alive connection stays open
+IDLE_AFTER = 5.0  # seconds without a byte after which a kept-alive connection may make room
 BURST_QUIET = 10.0  # seconds without a closure before the next one is logged as a new burst
 _END_OF_HEADERS = b"\r\n\r\n"
 
@@ -59,7 +62,10 @@ class ConnectionGuard:
 
     def admit(self, connection: _Guarded) -> bool:
         if len(self._open) >= self.max_connections:
+            now = asyncio.get_running_loop().time()
             slow = next((c for c in self._open if not c.headers_done), None)
+            if slow is None:  # then one kept alive but silent: it can reconnect
+                slow = next((c for c in self._open if now - c.last_data > IDLE_AFTER), None)
             if slow is None:
                 self.closing("refused")
                 return False
@@ -86,8 +92,9 @@ class ConnectionGuard:
 
 
 class _Guarded(asyncio.Protocol):
-    """One connection: forwards everything to aiohttp's handler, watches for the end of the
-    first request's headers."""
+    """One connection: forwards everything to aiohttp's handler, and times each request's
+    headers (data after a request's headers starts the next one: GET requests have no body;
+    a body that comes late only shortens an idle keep-alive)."""
 
     def __init__(self, guard: ConnectionGuard, inner: asyncio.BaseProtocol) -> None:
         self._guard = guard
@@ -97,6 +104,7 @@ class _Guarded(asyncio.Protocol):
         self._tail = b""
         self._admitted = False
         self.headers_done = False
+        self.last_data = asyncio.get_running_loop().time()  # when a byte last arrived
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
@@ -104,9 +112,15 @@ class _Guarded(asyncio.Protocol):
             self._transport.abort()
             return
         self._admitted = True
+        self._arm()
+        self._inner.connection_made(transport)
+
+    def _arm(self) -> None:
+        """A request begins: its headers are due within the header timeout."""
+        if self._timer is not None:
+            self._timer.cancel()
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._guard.header_timeout, self._too_slow)
-        self._inner.connection_made(transport)
 
     def _too_slow(self) -> None:
         if not self.headers_done:
@@ -118,6 +132,10 @@ class _Guarded(asyncio.Protocol):
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        self.last_data = asyncio.get_running_loop().time()
+        if self.headers_done and data:  # the next request on a kept-alive connection
+            self.headers_done, self._tail = False, b""
+            self._arm()
         if not self.headers_done:
             window = self._tail + data
             if _END_OF_HEADERS in window:
