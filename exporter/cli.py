@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import __version__, daemon, logfmt, probe
-from exporter.settings import Settings, SettingsError, load_settings
+from exporter.settings import Settings, SettingsError, load_settings, settings_warnings
 from exporter.web.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
@@ -32,6 +32,7 @@ _FLAG_FIELDS = {
     "log.format": "log_format",
     "storage.path": "storage_path",
     "demo.speed": "demo_speed",
+    "web.max_connections": "web_max_connections",
 }
 
 
@@ -123,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer POST /-/reload (reload the configuration), as Prometheus does",
     )
     parser.add_argument(
+        "--web.max-connections",
+        metavar="N",
+        type=int,
+        dest="web.max_connections",
+        help="open client connections at most (default 256); at the cap, connections that "
+        "have not sent their request headers make room first",
+    )
+    parser.add_argument(
         "--storage.path",
         metavar="DIR",
         type=Path,
@@ -168,12 +177,26 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+def _warn(args: argparse.Namespace, settings: Settings) -> None:
+    for warning in settings_warnings(
+        settings, config_file=getattr(args, "config.file"), secrets_dir=getattr(args, "secrets.dir")
+    ):
+        log.warning(warning)
+
+
+def _reload_settings(args: argparse.Namespace) -> Settings:
+    settings = _settings(args)
+    _warn(args, settings)
+    return settings
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         settings = _settings(args)
         logfmt.configure(settings.log_level, settings.log_format)  # the web config may warn
+        _warn(args, settings)
         web_path = getattr(args, "web.config.file", None)
         web_config = load_web_config(web_path) if web_path else WebConfig()
     except SettingsError as error:
@@ -181,4 +204,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "probe":
         return asyncio.run(probe.run(args, daemon.zoom_client(settings)))
-    return asyncio.run(daemon.serve(lambda: _settings(args), settings, web_config))
+    return asyncio.run(daemon.serve(lambda: _reload_settings(args), settings, web_config))

@@ -27,6 +27,7 @@ from exporter.polling.poller import Poller, PollSettings
 from exporter.polling.targets import configured_targets
 from exporter.settings import Settings, SettingsError
 from exporter.web.app import create_app
+from exporter.web.connections import KEEPALIVE_TIMEOUT, GuardedSite
 from exporter.web.webconfig import WebConfig, ssl_context
 from exporter.zoom.auth import TokenProvider
 from exporter.zoom.client import ZoomClient
@@ -156,6 +157,7 @@ _RESTART_ONLY = (
     "demo_speed",
     "storage_path",
     "web_enable_lifecycle",
+    "web_max_connections",
 )
 
 
@@ -191,6 +193,7 @@ class Daemon:
         self.account = account
         self.store = store
         self.telemetry = ApiTelemetry()
+        store.dropped = self.telemetry.dropped  # render drops count with the rest
         self.holds = Holds()
         self.budget = DailyBudget(daily_budget(settings))
         limits = settings.limits
@@ -213,6 +216,9 @@ class Daemon:
     @property
     def token_expiry(self) -> float | None:
         return self.token.expires_at
+
+    def overdue(self) -> float | None:
+        return self.store.overdue()
 
     # -- the client and the state that outlives it --------------------------------------------
 
@@ -361,11 +367,19 @@ async def serve(load: Callable[[], Settings], settings: Settings, web_config: We
             self_metrics=SelfMetrics(daemon),
             reloader=lifecycle_reload if settings.web_enable_lifecycle else None,
         )
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_GRACE,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+        )
         await runner.setup()
         tls = ssl_context(web_config)
+        site = GuardedSite(
+            runner, host, port, ssl_context=tls, max_connections=settings.web_max_connections
+        )
         try:
-            await web.TCPSite(runner, host, port, ssl_context=tls).start()
+            await site.start()
         except OSError as error:
             await runner.cleanup()
             log.error(

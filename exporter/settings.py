@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     storage_path: Path | None = None  # a directory for state.json (the day's API spend)
     log_format: Literal["logfmt", "json"] = "logfmt"
     web_enable_lifecycle: bool = False  # POST /-/reload
+    web_max_connections: int = Field(default=256, ge=1, le=65_536)  # open client connections
     # Personal data (README, "Personal data"): the labels of zoom_participant_info, pseudonyms.
     participant_labels: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_PARTICIPANT_LABELS)
@@ -286,6 +287,75 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+SECRET_FIELDS = ("client_secret", "pseudonymize_key")
+MAX_SECRET_FILE = 64 * 1024  # bytes read of a secrets file
+
+
+def _check_secrets_dir(directory: Path) -> list[str]:
+    """Refuse a secrets file that is not UTF-8 (one line, naming the file, never its content);
+    return warnings for world-readable ones."""
+    warnings: list[str] = []
+    for path in sorted(directory.iterdir()):
+        if not path.name.lower().startswith(ENV_PREFIX.lower()) or not path.is_file():
+            continue
+        try:
+            raw = path.read_bytes()[:MAX_SECRET_FILE]
+            mode = path.stat().st_mode
+        except OSError as error:
+            raise SettingsError(
+                f"--secrets.dir: {path.name}: cannot read ({error.strerror})"
+            ) from None
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SettingsError(f"--secrets.dir: {path.name} is not UTF-8 text") from None
+        if mode & 0o004:
+            warnings.append(f"--secrets.dir: {path.name} is readable by every user; chmod o-r it")
+    return warnings
+
+
+def settings_warnings(
+    settings: Settings, *, config_file: Path | None = None, secrets_dir: Path | None = None
+) -> list[str]:
+    """What is allowed but unwise: secrets readable by anyone or kept in the YAML file, and
+    credentials sent without TLS. Never contains a secret's value."""
+    warnings = _check_secrets_dir(secrets_dir) if secrets_dir is not None else []
+    if config_file is not None:
+        import yaml
+
+        try:
+            content = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            content = None
+        held = sorted(
+            name
+            for name in (content if isinstance(content, dict) else {})
+            if isinstance(name, str) and name.lower() in SECRET_FIELDS
+        )
+        if held:
+            warnings.append(
+                f"--config.file: {config_file} holds {', '.join(held)}; keep secrets in "
+                "--secrets.dir or the environment, not in a file that is often shared"
+            )
+            try:
+                world = config_file.stat().st_mode & 0o004
+            except OSError:
+                world = 0
+            if world:
+                warnings.append(f"--config.file: {config_file} holds a secret and is readable "
+                                "by every user; chmod o-r it")  # fmt: skip
+    if not settings.demo:
+        for name in ("oauth_url", "api_url"):
+            url = getattr(settings, name)
+            host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+            if url.startswith("http://") and host not in ("127.0.0.1", "localhost", "::1"):
+                warnings.append(
+                    f"{ENV_PREFIX}{name.upper()} is http://: the credentials and the token "
+                    "travel unencrypted; use https://"
+                )
+    return warnings
+
+
 def load_settings(
     overrides: dict[str, Any] | None = None,
     *,
@@ -299,6 +369,8 @@ def load_settings(
         _check_yaml(config_file)
     if secrets_dir is not None and not secrets_dir.is_dir():
         raise SettingsError(f"--secrets.dir: {secrets_dir} is not a directory")
+    if secrets_dir is not None:
+        _check_secrets_dir(secrets_dir)  # a file that is not UTF-8 fails here, in one line
     settings_cls: type[Settings] = Settings
     if config_file is not None:
 
@@ -310,6 +382,8 @@ def load_settings(
         return settings_cls(_secrets_dir=secrets_dir, **(overrides or {}))
     except ValidationError as error:
         raise SettingsError(_describe(error)) from None
+    except (UnicodeDecodeError, OSError):  # a secrets file changed under us, say
+        raise SettingsError("--secrets.dir: a secrets file cannot be read as UTF-8") from None
 
 
 def _check_yaml(path: Path) -> None:

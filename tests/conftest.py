@@ -343,3 +343,18 @@ def make_rig(
     return Rig(
         sim, client, Poller(client, store, PollSettings(**settings), clock=clock), store, clock
     )
+
+
+def poller(
+    client: ZoomClient,
+    store: SnapshotStore,
+    *,
+    clock: FakeClock,
+    deadline: float | None = None,
+    resumed: bool = False,
+    **settings: Any,
+) -> Poller:
+    """A Poller from keyword settings (the PollSettings fields) and its own options."""
+    return Poller(
+        client, store, PollSettings(**settings), clock=clock, deadline=deadline, resumed=resumed
+    )

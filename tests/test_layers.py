@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("exporter.polling.poller",),
     ("exporter.metrics.collectors", "exporter.metrics.exposition"),
     ("exporter.metrics.store", "exporter.metrics.selfmetrics"),
-    ("exporter.web.webconfig", "exporter.web.status_page"),
+    ("exporter.web.webconfig", "exporter.web.status_page", "exporter.web.connections"),
     ("exporter.web.app",),
     ("exporter.probe", "exporter.daemon", "exporter.healthcheck"),
     ("exporter.cli",),

@@ -184,10 +184,10 @@ async def test_unexpected_failure_of_one_meeting_spares_the_others(
     )
     original = client.participants_qos
 
-    async def flaky(kind, meeting_id):  # type: ignore[no-untyped-def]
+    async def flaky(kind, meeting_id, max_pages=5000):  # type: ignore[no-untyped-def]
         if meeting_id == victim.api_id:
             raise RuntimeError("a bug in parsing")
-        return await original(kind, meeting_id)
+        return await original(kind, meeting_id, max_pages)
 
     monkeypatch.setattr(client, "participants_qos", flaky)
     clock.now += 60

@@ -89,7 +89,7 @@ SHUTDOWN_MAX = 5.0
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-SIM_URL = re.compile(r"demo mode: polling the built-in Zoom simulator\" url=(http://\S+?)/v2")
+SIM_URL = re.compile(r"demo mode: polling the built-in Zoom simulator\"? url=(http://\S+?)/v2")
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 
 MeetingKey = tuple[str, str]  # (kind, meeting_id)

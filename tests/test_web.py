@@ -61,6 +61,9 @@ class View:
     def token_expiry(self) -> float | None:
         return self.zoom.token.expires_at
 
+    def overdue(self) -> float | None:
+        return self.store.overdue()
+
 
 async def test_ready_only_after_first_cycle(wired: tuple[TestClient, Poller]) -> None:
     http, poller = wired

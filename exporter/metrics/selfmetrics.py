@@ -52,6 +52,9 @@ class DaemonView(Protocol):
     @property
     def token_expiry(self) -> float | None: ...
 
+    def overdue(self) -> float | None:
+        """Seconds since the last publish if polling looks stuck, else None."""
+
 
 class ExporterCollector:
     """The exporter's own health, read live at each scrape: reachability of Zoom, cycle timing,
@@ -68,10 +71,18 @@ class ExporterCollector:
     def collect(self) -> Iterator[Metric]:
         view = self._view
         snap = view.health
+        overdue = view.overdue()
         yield GaugeMetricFamily(
             "zoom_up",
-            "1 if the last poll cycle reached the Zoom API, 0 if it failed." + REFRESH,
-            value=1.0 if snap.up else 0.0,
+            "1 if the last poll cycle reached the Zoom API, 0 if it failed or if no cycle has "
+            "published for longer than 3 intervals plus 30 s." + REFRESH,
+            value=1.0 if snap.up and overdue is None else 0.0,
+        )
+        yield from _gauge(
+            "zoom_exporter_publish_overdue_seconds",
+            "Seconds since the last cycle published, present only while that is longer than 3 "
+            "intervals plus 30 s (polling is stuck).",
+            overdue,
         )
         if snap.last_success_timestamp is not None:
             yield GaugeMetricFamily(
@@ -193,6 +204,20 @@ def _health(snap: Health, telemetry: ApiTelemetry) -> Iterator[Metric]:
     for endpoint, reason, count in telemetry.retries.snapshot():
         retries.add_metric([endpoint, reason], count)
     yield retries
+    dropped = CounterMetricFamily(
+        "zoom_exporter_items_dropped",
+        "Records, participants or meetings left out of the snapshot, by reason (schema: not "
+        "the expected shape; build, render: failed to build or render).",
+        labels=["reason"],
+    )
+    for reason, count in telemetry.dropped.snapshot():
+        dropped.add_metric([reason], count)
+    yield dropped
+    yield CounterMetricFamily(
+        "zoom_exporter_values_truncated",
+        "Strings from Zoom cut to 256 characters (label values among them).",
+        value=telemetry.truncated,
+    )
     if snap.state is not None:
         yield from _gauge(
             "zoom_exporter_meetings_not_live",
@@ -233,8 +258,10 @@ def _daemon(view: DaemonView) -> Iterator[Metric]:
 
 class SelfMetrics:
     """A registry of the exporter's own metrics, rendered for a scrape (about 10 KB and 0.7 ms:
-    cheap enough for the event loop). A render is reused for `MAX_AGE` seconds, so a flood of
-    scrapes costs the loop next to nothing and every scraper still sees live numbers."""
+    cheap enough for the event loop). A render is reused for up to `MAX_AGE` seconds while
+    nothing that matters changed (the same cycle's health, the same reload outcome, publishing
+    still on time), so a flood of scrapes costs the loop next to nothing and a new cycle, a
+    reload or a stuck poll shows at once."""
 
     MAX_AGE: Final = 1.0  # seconds
 
@@ -244,19 +271,22 @@ class SelfMetrics:
         self.registry.register(ExporterCollector(view))
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
+        self._view = view
         self._clock = clock
-        self._rendered: dict[bool, tuple[float, bytes]] = {}
+        self._rendered: dict[bool, tuple[float, tuple[object, ...], bytes]] = {}
 
     def render(self, *, openmetrics: bool) -> bytes:
         """The text format, or OpenMetrics ending in `# EOF` (the last part of a scrape)."""
         now = self._clock()
+        view = self._view
+        key = (view.health, view.config_reload, view.overdue() is None)
         cached = self._rendered.get(openmetrics)
-        if cached is not None and now - cached[0] < self.MAX_AGE:
-            return cached[1]
+        if cached is not None and now - cached[0] < self.MAX_AGE and cached[1] == key:
+            return cached[2]
         render = cast(
             Callable[[CollectorRegistry], bytes],
             generate_openmetrics if openmetrics else generate_latest,
         )
         body = render(self.registry)
-        self._rendered[openmetrics] = (now, body)
+        self._rendered[openmetrics] = (now, key, body)
         return body

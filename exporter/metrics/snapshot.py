@@ -49,6 +49,7 @@ class MeetingReading:
     participants: tuple[ParticipantReading, ...]
     polled_at: float
     listed: int = 0  # entries Zoom's listing held (those who left included): it sets the pages
+    dropped: int = 0  # participants left out because building their reading failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,12 +151,17 @@ def meeting_reading(
     privacy: ParticipantPrivacy = DEFAULT_PRIVACY,
 ) -> MeetingReading:
     """Drop participants who left; of a repeated participant id keep the newest sample. The
-    host's name is personal data too: it follows `privacy` as `user_name` does."""
+    host's name is personal data too: it follows `privacy` as `user_name` does. A participant
+    whose reading cannot be built is left out and counted in `dropped`."""
     kept: dict[str, ParticipantReading] = {}
-    listed = 0
+    listed = dropped = 0
     for participant in participants:
         listed += 1
-        reading = participant_reading(participant, privacy)
+        try:
+            reading = participant_reading(participant, privacy)
+        except Exception:  # the last line of defence: one participant, never the snapshot
+            dropped += 1
+            continue
         if reading is None:
             continue
         previous = kept.get(reading.participant_id)
@@ -165,7 +171,7 @@ def meeting_reading(
     host = privacy.host(target.host)
     if host != target.host:
         target = replace(target, host=host)
-    return MeetingReading(target, ordered, polled_at, listed)
+    return MeetingReading(target, ordered, polled_at, listed, dropped)
 
 
 def _newer(candidate: ParticipantReading, current: ParticipantReading) -> bool:

@@ -1,29 +1,135 @@
 """What every scrape reads: the current QoS, rendered, and the health of the cycle that made it.
-Publishing swaps both in whole."""
+Publishing swaps both in whole.
+
+Rendering never loses a cycle: if a snapshot does not render, each meeting (and within it each
+participant) that does not is left out and counted (`zoom_exporter_items_dropped_total`
+{reason="render"}), and the rest is published. A store that has published nothing for longer
+than `stale_after` of the interval says so: `zoom_up` 0 and `/-/ready` 503.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TypeVar
 
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.metrics.exposition import Exposition
-from exporter.metrics.snapshot import Snapshot
+from exporter.metrics.snapshot import MeetingReading, Snapshot
 from exporter.polling.health import Health
+from exporter.zoom.telemetry import Drops
+
+# No publish for longer than STALE_INTERVALS effective intervals plus STALE_SLACK seconds means
+# polling is stuck: a cycle publishes within its deadline (at most max(30 s, one interval)) of
+# its start, and cycles start every interval.
+STALE_INTERVALS = 3.0
+STALE_SLACK = 30.0
+DEFAULT_INTERVAL = 60.0
+T = TypeVar("T")
+
+
+async def in_daemon_thread(work: Callable[[], T]) -> T:
+    """Run `work` on a daemon thread of its own. Unlike asyncio.to_thread, a render still
+    running when SIGTERM ends the loop never holds the process's exit (the default executor's
+    threads are joined at exit: seconds for a big snapshot)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = work()
+        except BaseException as failure:  # handed to the awaiting task
+            error = failure
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="render", daemon=True).start()
+    return await done
+
+
+def stale_after(interval: float | None) -> float:
+    """Seconds without a publish after which the exporter reports itself down."""
+    return STALE_INTERVALS * (interval or DEFAULT_INTERVAL) + STALE_SLACK
+
+
+def _renders(snapshot: Snapshot) -> bool:
+    try:
+        Exposition.render(snapshot)
+    except Exception:
+        return False
+    return True
+
+
+def render_safely(snapshot: Snapshot, dropped: Drops) -> Exposition:
+    """The snapshot's exposition; what cannot be rendered is left out and counted."""
+    try:
+        return Exposition.render(snapshot)
+    except Exception:
+        pass
+    kept: list[MeetingReading] = []
+    for meeting in snapshot.meetings:
+        where = f"{meeting.target.kind} {meeting.target.meeting_id}"
+        if _renders(replace(snapshot, meetings=(meeting,))):
+            kept.append(meeting)
+            continue
+        participants = tuple(
+            p
+            for p in meeting.participants
+            if _renders(replace(snapshot, meetings=(replace(meeting, participants=(p,)),)))
+        )
+        bare = replace(meeting, participants=participants)
+        if _renders(replace(snapshot, meetings=(bare,))):
+            kept.append(bare)
+            lost = len(meeting.participants) - len(participants)
+            dropped.add("render", f"{where}: a participant", lost)
+        else:
+            dropped.add("render", f"{where}: the meeting")
+    try:
+        return Exposition.render(replace(snapshot, meetings=tuple(kept)))
+    except Exception:  # together they still fail: publish no QoS rather than nothing
+        dropped.add("render", "the snapshot")
+        return Exposition.render(Snapshot())
 
 
 class SnapshotStore:
     """Holds the current rendered snapshot. Replacing it is one reference assignment."""
 
-    def __init__(self) -> None:
+    def __init__(self, dropped: Drops | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.exposition = Exposition.render(Snapshot())
         self.health = Health()
         self.ready = asyncio.Event()
+        self.dropped = dropped if dropped is not None else Drops()
+        self._clock = clock
+        self.published_at: float | None = None  # monotonic time of the last publish
 
     @property
     def snapshot(self) -> Snapshot:
         return self.exposition.snapshot
 
     async def publish(self, snapshot: Snapshot, health: Health) -> None:
-        exposition = await asyncio.to_thread(Exposition.render, snapshot)
+        exposition = await in_daemon_thread(lambda: render_safely(snapshot, self.dropped))
         self.exposition, self.health = exposition, health
+        self.published_at = self._clock.monotonic()
         if health.complete_cycles > 0:
             self.ready.set()
+
+    def overdue(self) -> float | None:
+        """Seconds since the last publish, when that is longer than `stale_after` the interval
+        (polling is stuck); None otherwise, and before the first publish."""
+        if self.published_at is None:
+            return None
+        age = self._clock.monotonic() - self.published_at
+        return age if age > stale_after(self.health.poll_interval_seconds) else None

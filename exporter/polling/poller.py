@@ -9,15 +9,25 @@ What a meeting's series do when it is not polled this cycle:
   long; the planner's order guarantees it a turn;
 - its poll failed, or every call is paused: kept while younger than `max_staleness`;
 - Zoom says it is not live (404/3001): dropped at once.
+
+What bounds a cycle, whatever Zoom answers:
+- pages: a meeting's listing stops at `client.page_cap` of the pages the planner granted it
+  (a margin of 2 pages and a quarter), at a repeated page token or at an empty page; the
+  cycle then says so (state `degraded`, the reason in its errors), and a listing cut at the
+  cap is granted next time the size Zoom's `total_records` gave (when sane), or a page more;
+- time: the cycle's deadline is `CYCLE_DEADLINE_FACTOR` times the effective interval, at least
+  `CYCLE_DEADLINE_FLOOR` seconds, on the event loop's clock; past it the meetings not yet done
+  keep their last data, the cycle publishes, and the state is `degraded` with the reason;
+- a participant count from discovery above `MAX_PARTICIPANTS` is unknown, not a cost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.logfmt import kv
@@ -27,7 +37,17 @@ from exporter.polling.planner import Candidate, can_discover, pages_for, plan_cy
 from exporter.polling.targets import MeetingTarget, discovered_target, merge_targets
 from exporter.privacy import DEFAULT_PRIVACY, ParticipantPrivacy
 from exporter.zoom.auth import OAUTH_ENDPOINT
-from exporter.zoom.client import DISCOVERY_PAGE_SIZE, ZoomClient
+from exporter.zoom.client import (
+    DISCOVERY_PAGE_SIZE,
+    EMPTY_PAGE,
+    MAX_PAGES,
+    PAGE_CAP,
+    QOS_PAGE_SIZE,
+    REPEATED_TOKEN,
+    Listing,
+    ZoomClient,
+    page_cap,
+)
 from exporter.zoom.errors import (
     ZoomAPIError,
     ZoomAuthError,
@@ -37,12 +57,20 @@ from exporter.zoom.errors import (
     ZoomTokenError,
 )
 from exporter.zoom.limits import RESOURCE_INTENSIVE, seconds_until_reset
-from exporter.zoom.models import KINDS, Kind
+from exporter.zoom.models import KINDS, Kind, valid_utf8
 
 log = logging.getLogger(__name__)
 
 UNLIMITED = 10**12  # the remaining budget when no daily budget is set
 Key = tuple[str, str]  # (kind, meeting_id)
+MAX_PARTICIPANTS = 50_000  # a discovery count above this is nonsense: the size is unknown
+CYCLE_DEADLINE_FACTOR = 1.0  # a cycle's deadline, in effective intervals...
+CYCLE_DEADLINE_FLOOR = 30.0  # ...but at least this many seconds (pacing needs time)
+
+
+def cycle_deadline(interval: float) -> float:
+    """Seconds a cycle may run before it publishes what it has."""
+    return max(CYCLE_DEADLINE_FLOOR, CYCLE_DEADLINE_FACTOR * interval)
 
 
 class Publisher(Protocol):
@@ -69,6 +97,12 @@ class CycleOutcome:
     errors: list[str] = field(default_factory=list)
     logged: set[str] = field(default_factory=set)  # errors the client has logged already
     fields: dict[str, dict[str, object]] = field(default_factory=dict)  # an error's log fields
+    cut_short: bool = False  # a listing stopped early or the deadline passed: degraded
+
+    def short(self, message: str) -> None:
+        """The cycle published less than Zoom had: say so (state degraded, the reason)."""
+        self.cut_short = True
+        self.errors.append(message)
 
     @property
     def halted(self) -> bool:
@@ -109,7 +143,7 @@ class CycleOutcome:
             return "token_unavailable"
         if self.forbidden is not None:
             return "forbidden"
-        if self.failures and self.successes:
+        if (self.failures or self.cut_short) and self.successes:
             return "degraded"
         if self.failures:
             return "unreachable"
@@ -162,8 +196,10 @@ class Poller:
         *,
         clock: Clock = SYSTEM_CLOCK,
         resumed: bool = False,
+        deadline: float | None = None,
     ) -> None:
         self._store = store
+        self._deadline = deadline  # seconds; None: cycle_deadline(effective interval)
         self._clock = clock
         self._cycle_lock = asyncio.Lock()
         self._discovered: dict[Kind, list[MeetingTarget]] = {k: [] for k in KINDS}
@@ -249,7 +285,13 @@ class Poller:
             readings = [r for r in map(self._fresh, list(self._records)) if r is not None]
             self.effective_interval = self.interval
         else:
-            targets, not_live = self._targets(await self._discover(outcome, now, remaining), now)
+            deadline = self._deadline or cycle_deadline(self.effective_interval)
+            loop = asyncio.get_running_loop()
+            deadline_at = loop.time() + deadline
+            discovered = await self._within(
+                self._discover(outcome, now, remaining), deadline_at, outcome, deadline
+            )
+            targets, not_live = self._targets(discovered or self._last_discovered(), now)
             plan = plan_cycle(
                 (self._records[k].candidate() for k in targets),
                 now=now,
@@ -263,7 +305,7 @@ class Poller:
             )
             self._credit, self.effective_interval = plan.credit, plan.interval
             planned, deferred = plan.planned_calls, plan.deferred
-            polled = await asyncio.gather(*(self._poll(k, outcome) for k in plan.selected))
+            polled = await self._poll_all(plan.selected, outcome, deadline_at, deadline)
             kept = (self._deferred(key, outcome) for key in plan.deferred)
             readings = [r for r in (*polled, *kept) if r is not None]
             self._forget(targets)
@@ -284,7 +326,7 @@ class Poller:
             poll_duration_seconds=self._clock.monotonic() - began,
             created_at=end,
             complete_cycles=self._cycles,
-            errors=tuple(outcome.errors),
+            errors=tuple(valid_utf8(error) for error in outcome.errors),
             poll_interval_seconds=self.effective_interval,
             budget=self._budget_reading(end),
             paused_until=self._paused_until(outcome),
@@ -300,6 +342,61 @@ class Poller:
 
     def _calls(self) -> int:
         return self._client.requests.total(excluding=OAUTH_ENDPOINT)
+
+    async def _within(
+        self,
+        work: Coroutine[Any, Any, list[MeetingTarget]],
+        deadline_at: float,
+        outcome: CycleOutcome,
+        deadline: float,
+    ) -> list[MeetingTarget] | None:
+        """Discovery, cut at the cycle's deadline (None: it did not finish)."""
+        timeout = max(0.0, deadline_at - asyncio.get_running_loop().time())
+        try:
+            return await asyncio.wait_for(work, timeout)
+        except TimeoutError:
+            outcome.failures += 1
+            outcome.short(f"discovery: the cycle's deadline of {deadline:.0f} s passed")
+            return None
+
+    def _last_discovered(self) -> list[MeetingTarget]:
+        if not self._discovery:
+            return []
+        return [t for kind in KINDS for t in self._discovered[kind]]
+
+    async def _poll_all(
+        self, keys: tuple[Key, ...], outcome: CycleOutcome, deadline_at: float, deadline: float
+    ) -> list[MeetingReading | None]:
+        """Poll `keys` concurrently until the deadline; a meeting not done by then keeps its
+        last data (while younger than max_staleness), and the cycle says so."""
+        tasks = [asyncio.ensure_future(self._poll(key, outcome)) for key in keys]
+        if not tasks:
+            return []
+        timeout = max(0.0, deadline_at - asyncio.get_running_loop().time())
+        try:
+            await asyncio.wait(tasks, timeout=timeout)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
+        late = [key for key, task in zip(keys, tasks, strict=True) if not task.done()]
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        if late:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            outcome.failures += len(late)
+            outcome.short(
+                f"the cycle's deadline of {deadline:.0f} s passed with {len(late)} meeting(s) "
+                f"not done (kept with their last data): {', '.join(k[1] for k in late[:5])}"
+            )
+        out: list[MeetingReading | None] = []
+        for key, task in zip(keys, tasks, strict=True):
+            if task.cancelled() or task.exception() is not None:
+                out.append(self._fresh(key))
+            else:
+                out.append(task.result())
+        return out
 
     def _budget_reading(self, now: float) -> BudgetReading | None:
         budget = self._client.budget
@@ -400,8 +497,9 @@ class Poller:
             for kind in KINDS:
                 if outcome.halted:
                     break
+                granted = self._discovery_pages[kind]
                 try:
-                    live = await self._client.live_meetings(kind)
+                    live = await self._client.live_meetings(kind, page_cap(granted))
                 except ZoomError as error:
                     outcome.failed(error, f"{kind} discovery", kind=kind)  # keep the last list
                 except Exception as error:
@@ -417,10 +515,21 @@ class Poller:
                             found.append(target)
                             self._record(target).announced = _count(meeting.participants)
                     self._discovered[kind] = found
-                    self._discovery_pages[kind] = pages_for(len(live), DISCOVERY_PAGE_SIZE)
-        if not self._discovery:
-            return []
-        return [t for kind in KINDS for t in self._discovered[kind]]
+                    pages = pages_for(len(live), DISCOVERY_PAGE_SIZE)
+                    if live.stopped is not None:
+                        self._stopped(outcome, f"{kind} discovery", live)
+                        if live.stopped == PAGE_CAP:  # longer: what Zoom says, or a page more
+                            pages = max(pages + 1, pages_for(live.total or 0, DISCOVERY_PAGE_SIZE))
+                    self._discovery_pages[kind] = min(MAX_PAGES, pages)
+        return self._last_discovered()
+
+    def _stopped(self, outcome: CycleOutcome, where: str, listing: Listing[Any]) -> None:
+        why = {
+            PAGE_CAP: "the pages granted this cycle are spent",
+            REPEATED_TOKEN: "Zoom repeated a next_page_token",
+            EMPTY_PAGE: "Zoom sent an empty page with a next_page_token",
+        }.get(listing.stopped or "", listing.stopped or "")
+        outcome.short(f"{where}: listing stopped after {listing.pages} page(s): {why}")
 
     def _discovery_due(self, now: float, remaining: int) -> bool:
         pages = sum(self._discovery_pages.values())
@@ -443,8 +552,9 @@ class Poller:
             if outcome.halted:  # no token, or calls are paused: spare Zoom the calls
                 return self._fresh(key)
             record.last_attempt = self._clock.time()
+            cap = page_cap(record.candidate().cost)
             try:
-                participants = await self._client.participants_qos(target.kind, target.api_id)
+                participants = await self._client.participants_qos(target.kind, target.api_id, cap)
             except ZoomAPIError as error:
                 if error.gone:
                     outcome.successes += 1
@@ -461,10 +571,20 @@ class Poller:
                 return self._fresh(key)
         outcome.successes += 1
         now = self._clock.time()
-        reading = meeting_reading(target, participants, now, self._privacy)
+        try:
+            reading = meeting_reading(target, participants, now, self._privacy)
+        except Exception as error:  # the last line of defence: this meeting only
+            self._client.telemetry.dropped.add("build", f"{where}: {type(error).__name__}")
+            return self._fresh(key)
+        self._client.telemetry.dropped.add("build", f"{where}: a participant", reading.dropped)
+        listed = reading.listed
+        if participants.stopped is not None:
+            self._stopped(outcome, where, participants)
+            if participants.stopped == PAGE_CAP:  # longer: what Zoom says, or a page more
+                listed = max(listed + QOS_PAGE_SIZE, participants.total or 0)
         if record.live is False:
             log.info("live again", extra=kv(kind=key[0], meeting_id=key[1]))
-        record.records, record.last_polled, record.live = reading.listed, now, True
+        record.records, record.last_polled, record.live = listed, now, True
         record.reading = reading
         return reading
 
@@ -500,12 +620,14 @@ class Poller:
 
 
 def _count(value: float | str | None) -> int:
-    """A participant count from discovery; anything unusable counts as 0."""
+    """A participant count from discovery; anything unusable or above MAX_PARTICIPANTS counts
+    as 0 (unknown: the first poll's listing tells)."""
+    count = 0
     if isinstance(value, int | float) and value >= 0:
         try:
-            return int(value)
+            count = int(value)
         except (OverflowError, ValueError):
             return 0
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 10:
-        return int(value)
-    return 0
+    elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 10:
+        count = int(value.strip())
+    return count if count <= MAX_PARTICIPANTS else 0

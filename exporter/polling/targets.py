@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from exporter.zoom.models import Kind, LiveMeeting
+from exporter.zoom.models import Kind, LiveMeeting, valid_utf8
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +25,10 @@ class MeetingTarget:
 def configured_targets(
     meeting_ids: Iterable[str], webinar_ids: Iterable[str]
 ) -> list[MeetingTarget]:
-    targets = [MeetingTarget("meeting", mid, mid) for mid in meeting_ids]
-    targets += [MeetingTarget("webinar", wid, wid) for wid in webinar_ids]
+    # An environment variable that is not UTF-8 arrives with surrogates: never a label so.
+    meetings, webinars = map(valid_utf8, meeting_ids), map(valid_utf8, webinar_ids)
+    targets = [MeetingTarget("meeting", mid, mid) for mid in meetings]
+    targets += [MeetingTarget("webinar", wid, wid) for wid in webinars]
     return targets
 
 

@@ -66,9 +66,15 @@ async def healthy(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    if request.app[STORE].ready.is_set():
-        return web.Response(text="Ready\n")
-    return web.Response(status=503, text="Not ready: the first poll cycle has not finished\n")
+    store = request.app[STORE]
+    if not store.ready.is_set():
+        return web.Response(status=503, text="Not ready: the first poll cycle has not finished\n")
+    overdue = store.overdue()
+    if overdue is not None:
+        return web.Response(
+            status=503, text=f"Not ready: no poll cycle has published for {overdue:.0f} s\n"
+        )
+    return web.Response(text="Ready\n")
 
 
 async def reload(request: web.Request) -> web.Response:

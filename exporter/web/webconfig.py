@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import hashlib
 import logging
 import re
@@ -132,6 +133,14 @@ def load_web_config(path: Path) -> WebConfig:
         ssl_context(config)  # fail now, at start, on unreadable certificates
     if config.basic_auth_users:
         _bcrypt(where)
+        for user, hashed in config.basic_auth_users.items():
+            if not _BCRYPT_HASH.match(hashed.get_secret_value()):
+                log.warning(
+                    "%s: basic_auth_users: the value for a user is not a bcrypt hash; that user "
+                    "can never log in (user %r)",
+                    where,
+                    user[:64],
+                )
     return config
 
 
@@ -176,6 +185,14 @@ def _bcrypt(where: str) -> Any:
 
 
 _COST = re.compile(r"^\$2[abxy]?\$(\d{2})\$")
+_BCRYPT_HASH = re.compile(r"^\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}$")
+# bcrypt runs on its own single thread, never the default pool that renders and publishes;
+# this many compares may wait for it, and beyond that a request is answered 429 at once.
+BCRYPT_QUEUE = 8
+
+
+class AuthBusy(Exception):
+    """Too many password checks are waiting: answer 429, not later."""
 
 
 def _dummy_hash(bcrypt: Any, users: dict[str, SecretStr]) -> str:
@@ -191,7 +208,9 @@ class BasicAuthChecker:
 
     An unknown user name costs one bcrypt compare, as a wrong password does, so response time
     does not tell which names exist (exporter-toolkit's web/handler.go does the same). Compares
-    run one at a time: they are CPU-heavy, and the threads they run on also render /metrics.
+    run one at a time on a thread of their own (CPU-heavy; never the default pool, which
+    renders /metrics and publishes cycles); when `BCRYPT_QUEUE` are already waiting, `allowed`
+    raises AuthBusy at once instead of queueing more.
     """
 
     def __init__(self, users: dict[str, SecretStr]) -> None:
@@ -199,7 +218,8 @@ class BasicAuthChecker:
         self._bcrypt = _bcrypt("--web.config.file") if users else None
         self._dummy = _dummy_hash(self._bcrypt, users) if users else ""
         self._verified: set[tuple[str, bytes]] = set()
-        self._one_at_a_time = asyncio.Lock()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bcrypt")
+        self._pending = 0  # compares running or waiting
 
     async def allowed(self, header: str) -> bool:
         scheme, _, encoded = header.partition(" ")
@@ -229,8 +249,14 @@ class BasicAuthChecker:
         return ok
 
     async def _compare(self, password: str, hashed: str) -> bool:
-        async with self._one_at_a_time:
-            return await asyncio.to_thread(self._check, password, hashed)
+        if self._pending > BCRYPT_QUEUE:
+            raise AuthBusy
+        self._pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._check, password, hashed)
+        finally:
+            self._pending -= 1
 
     def _check(self, password: str, hashed: str) -> bool:
         if self._bcrypt is None:
@@ -259,9 +285,15 @@ def middlewares(config: WebConfig) -> list[Any]:
 
         @web.middleware
         async def basic_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if _is_probe(request) or await checker.allowed(
-                request.headers.get("Authorization", "")
-            ):
+            try:
+                allowed = _is_probe(request) or await checker.allowed(
+                    request.headers.get("Authorization", "")
+                )
+            except AuthBusy:
+                return web.Response(
+                    status=429, text="Too many login attempts\n", headers={"Retry-After": "1"}
+                )
+            if allowed:
                 return await handler(request)
             return web.Response(
                 status=401,

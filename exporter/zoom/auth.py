@@ -30,6 +30,7 @@ from exporter.zoom.errors import (
     ZoomTransportError,
 )
 from exporter.zoom.limits import Backoff
+from exporter.zoom.models import valid_utf8
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,12 @@ class TokenProvider:
         self._oauth_url = oauth_url
         self._account_id = account_id
         credentials = f"{client_id}:{client_secret.get_secret_value()}".encode()
-        self._basic_auth = SecretStr("Basic " + base64.b64encode(credentials).decode("ascii"))
+        encoded = base64.b64encode(credentials).decode("ascii")
+        self._basic_auth = SecretStr("Basic " + encoded)
+        # What a token endpoint that echoes our request could put in its error text: the
+        # header's value, the pair it encodes, and the secret alone unless too short to tell.
+        secret = client_secret.get_secret_value()
+        self._echoes = (encoded, credentials.decode()) + ((secret,) if len(secret) >= 4 else ())
         # Whether a reload changed the credentials, without keeping them in the clear.
         self.identity = hashlib.sha256(
             b"\0".join([oauth_url.encode(), account_id.encode(), credentials])
@@ -140,7 +146,11 @@ class TokenProvider:
         except ZoomTransportError as error:
             raise ZoomTokenUnavailableError(OAUTH_ENDPOINT, error.detail) from None
         if status != 200:
-            reason = _text(payload, "reason") or _text(payload, "error") or "rejected"
+            reason = (
+                _text(payload, "reason", self._echoes)
+                or _text(payload, "error", self._echoes)
+                or "rejected"
+            )
             if status in (400, 401, 403):
                 raise ZoomAuthError(
                     OAUTH_ENDPOINT,
@@ -162,17 +172,21 @@ class TokenProvider:
         return token
 
 
-def _text(payload: dict[str, Any], name: str) -> str:
-    """A short string field of Zoom's answer, with anything that looks like a credential cut."""
+def _text(payload: dict[str, Any], name: str, echoes: tuple[str, ...] = ()) -> str:
+    """A short string field of Zoom's answer, with anything that looks like a credential cut,
+    and `echoes` (our own credentials, however short) too."""
     value = payload.get(name)
     if not isinstance(value, str):
         return ""
+    value = value[:4096]
+    for echo in echoes:
+        value = value.replace(echo, "[redacted]")
     return redact(value)[:200]
 
 
 def redact(text: str) -> str:
     """Zoom's error text without anything that looks like a credential (Basic/Bearer values,
     long base64 runs) and without invalid Unicode."""
-    text = text.encode("utf-8", "replace").decode("utf-8", "replace")
+    text = valid_utf8(text)
     text = re.sub(r"(?i)\b(basic|bearer)\s+\S+", r"\1 [redacted]", text)
     return re.sub(r"[A-Za-z0-9+/_\-]{32,}={0,2}", "[redacted]", text)

@@ -38,7 +38,28 @@ M = TypeVar("M", LiveMeeting, Participant)
 
 QOS_PAGE_SIZE = 10  # Zoom's cap for the participant QoS lists
 DISCOVERY_PAGE_SIZE = 300
-MAX_PAGES = 10_000  # a guard against a server that never stops paginating
+MAX_PAGES = 5_000  # the most pages of one listing: 50,000 participants at 10 a page
+# Why a listing stopped before Zoom's last page (Listing.stopped).
+REPEATED_TOKEN = "repeated_token"  # a next_page_token already followed: a loop
+EMPTY_PAGE = "empty_page"  # a page without items that still offers a next page
+PAGE_CAP = "page_cap"  # the pages the cycle granted, plus the margin, are spent
+
+
+def page_cap(granted: int) -> int:
+    """The pages a listing may take when the planner granted `granted`: a margin of two pages
+    and a quarter for a meeting that grew since it was counted, never more than MAX_PAGES."""
+    granted = max(1, granted)
+    return min(MAX_PAGES, granted + max(2, granted // 4))
+
+
+class Listing(list[M]):
+    """The items of a paginated listing; `stopped` says why it ended before Zoom's last page
+    (None: it did not), `pages` how many calls it took, `total` the size Zoom's first page
+    announced (`total_records`, when present and sane)."""
+
+    stopped: str | None = None
+    pages: int = 0
+    total: int | None = None
 
 
 def encode_meeting_id(meeting_id: str) -> str:
@@ -139,15 +160,23 @@ class ZoomClient:
         page_size: int,
         key: str,
         model: type[M],
-    ) -> list[M]:
-        """Every item under `key` across all pages, following `next_page_token`.
+        max_pages: int = MAX_PAGES,
+    ) -> Listing[M]:
+        """Every item under `key` across all pages, following `next_page_token`, but never
+        more than `max_pages` calls: the listing stops (and says why in `stopped`) at a page
+        token already followed, at an empty page, or at the cap.
 
         A page token that expired mid-listing (code 300) restarts the listing once.
         """
         first = {**params, "page_size": str(page_size)}
-        query, seen, found = first, set[str](), list[M]()
+        query, seen, found = first, set[str](), Listing[M]()
         restarted = False
-        while len(seen) < MAX_PAGES:
+        pages = 0
+        while True:
+            if pages >= max_pages:
+                found.stopped = PAGE_CAP
+                break
+            pages += 1
             try:
                 page = await self.get(endpoint, path, query)
             except ZoomAPIError as error:
@@ -163,21 +192,47 @@ class ZoomClient:
                     "the next page token expired; listing again from the start",
                     extra=kv(endpoint=endpoint),
                 )
-                query, seen, found = first, set(), []
+                query, seen, found = first, set(), Listing()
                 continue
-            found.extend(_validated(model, page.get(key), endpoint))
+            items = self._validated(model, page.get(key), endpoint)
+            found.extend(items)
+            total = page.get("total_records")
+            if found.total is None and isinstance(total, int) and not isinstance(total, bool):
+                found.total = total if 0 <= total <= MAX_PAGES * page_size else None
             token = page.get("next_page_token")
             if not isinstance(token, str) or not token:
-                return found
+                break
+            if not items:
+                found.stopped = EMPTY_PAGE
+                break
             if token in seen:
-                raise ZoomTransportError(endpoint, "pagination repeats a next_page_token")
+                found.stopped = REPEATED_TOKEN
+                break
             seen.add(token)
             query = {**first, "next_page_token": token}
-        raise ZoomTransportError(endpoint, f"more than {MAX_PAGES} pages")
+        found.pages = pages
+        return found
+
+    def _validated(self, model: type[M], items: Any, endpoint: str) -> list[M]:
+        """Validate list items one by one: a malformed record is skipped, counted and logged,
+        not fatal; strings cut to MAX_TEXT are counted."""
+        if items is None:
+            return []
+        if not isinstance(items, list):
+            raise ZoomTransportError(endpoint, "the list in the answer is not a JSON array")
+        out: list[M] = []
+        context: dict[str, int] = {}
+        for item in items:
+            try:
+                out.append(model.model_validate(item, context=context))
+            except ValidationError:
+                self.telemetry.dropped.add("schema", f"{endpoint}: a record of the wrong shape")
+        self.telemetry.truncated += context.get("cut", 0)
+        return out
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    async def live_meetings(self, kind: Kind) -> list[LiveMeeting]:
+    async def live_meetings(self, kind: Kind, max_pages: int = MAX_PAGES) -> Listing[LiveMeeting]:
         """Discovery: the live meetings (or webinars) of the account.
 
         Zoom wants a date range even for live meetings: yesterday to today (UTC), so a meeting
@@ -191,15 +246,24 @@ class ZoomClient:
             "to": today.isoformat(),
         }
         return await self.collect(
-            f"list_{key}", f"/metrics/{key}", params, DISCOVERY_PAGE_SIZE, key, LiveMeeting
+            f"list_{key}",
+            f"/metrics/{key}",
+            params,
+            DISCOVERY_PAGE_SIZE,
+            key,
+            LiveMeeting,
+            max_pages,
         )
 
-    async def participants_qos(self, kind: Kind, meeting_id: str) -> list[Participant]:
-        """Every participant's QoS in a live meeting or webinar, across all pages."""
+    async def participants_qos(
+        self, kind: Kind, meeting_id: str, max_pages: int = MAX_PAGES
+    ) -> Listing[Participant]:
+        """Every participant's QoS in a live meeting or webinar, across all pages (at most
+        `max_pages`)."""
         endpoint = endpoint_name(kind, "participants_qos")
         path = f"/metrics/{kind}s/{encode_meeting_id(meeting_id)}/participants/qos"
         return await self.collect(
-            endpoint, path, {"type": "live"}, QOS_PAGE_SIZE, "participants", Participant
+            endpoint, path, {"type": "live"}, QOS_PAGE_SIZE, "participants", Participant, max_pages
         )
 
     async def participant_qos(
@@ -212,27 +276,12 @@ class ZoomClient:
             f"/participants/{quote(participant_id, safe='')}/qos"
         )
         payload = await self.get(endpoint, path, {"type": "live"})
+        context: dict[str, int] = {}
         try:
-            return Participant.model_validate(payload)
+            return Participant.model_validate(payload, context=context)
         except ValidationError:
             raise ZoomTransportError(
                 endpoint, "the participant does not match the schema"
             ) from None
-
-
-def _validated(model: type[M], items: Any, endpoint: str) -> list[M]:
-    """Validate list items one by one: a malformed record is skipped and logged, not fatal."""
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise ZoomTransportError(endpoint, "the list in the answer is not a JSON array")
-    out: list[M] = []
-    for index, item in enumerate(items):
-        try:
-            out.append(model.model_validate(item))
-        except ValidationError:
-            log.warning(
-                "skipped a record that does not match the schema",
-                extra=kv(endpoint=endpoint, record=index),
-            )
-    return out
+        finally:
+            self.telemetry.truncated += context.get("cut", 0)

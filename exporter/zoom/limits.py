@@ -249,14 +249,15 @@ class Hold:
     """Calls held back until `until` (epoch seconds), and why."""
 
     until: float
-    reason: str  # daily_limit, auth_failed, forbidden
+    reason: str  # daily_limit, auth_failed, forbidden, rate_limited
     message: str
     failures: int  # consecutive holds of this scope: the backoff step
 
 
 class Holds:
-    """Calls Zoom told us not to make yet, by scope: "all" (a daily limit, refused credentials)
-    or a kind ("meeting", "webinar": a missing scope or feature). Lives as long as the daemon,
+    """Calls Zoom told us not to make yet, by scope: "all" (a daily limit, refused credentials),
+    a kind ("meeting", "webinar": a missing scope or feature) or a rate-limit category (a QPS
+    Retry-After too long to wait). Lives as long as the daemon,
     so a reload forgets none."""
 
     ALL: Final = "all"
@@ -280,6 +281,11 @@ class Holds:
             if held is not None and now < held.until:
                 return held
         return None
+
+    def active_only(self, scope: str, now: float) -> Hold | None:
+        """The hold on exactly `scope` (a rate-limit category, say) still in force at `now`."""
+        held = self._holds.get(scope)
+        return held if held is not None and now < held.until else None
 
     def failures(self, scope: str) -> int:
         held = self._holds.get(scope)

@@ -2,53 +2,106 @@
 
 Zoom adds fields over time and leaves many out, so every model ignores unknown fields, every
 field is optional, and a value of the wrong type becomes None instead of failing the response.
+
+Whatever Zoom sends, what enters a model is safe to export: every string is valid UTF-8 (a
+lone surrogate becomes U+FFFD) and at most `MAX_TEXT` characters (the rest is cut, and counted
+in the validation context's "cut" entry when one is given); every number is finite; every
+timestamp lies between 2000 and 2100. Validation never raises for a field's value.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 
 Kind = Literal["meeting", "webinar"]
 KINDS: Final[tuple[Kind, ...]] = ("meeting", "webinar")
 
+MAX_TEXT: Final = 256  # characters kept of a string from Zoom: label values are capped here
+_TIMESTAMP_RANGE: Final = (946_684_800.0, 4_102_444_800.0)  # 2000-01-01 to 2100-01-01 UTC
 
-def _text(value: Any) -> str | None:
+
+def valid_utf8(text: str) -> str:
+    """`text` with every lone surrogate (which UTF-8 cannot encode) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def safe_text(text: str, limit: int = MAX_TEXT) -> tuple[str, bool]:
+    """Valid UTF-8 of at most `limit` characters, and whether it was cut."""
+    if len(text) > limit:
+        return valid_utf8(text[:limit]), True
+    return valid_utf8(text), False
+
+
+def _cut(info: ValidationInfo | None) -> None:
+    context = info.context if info is not None else None
+    if isinstance(context, dict):
+        context["cut"] = context.get("cut", 0) + 1
+
+
+def _string(value: str, info: ValidationInfo | None) -> str:
+    text, cut = safe_text(value)
+    if cut:
+        _cut(info)
+    return text
+
+
+def _text(value: Any, info: ValidationInfo) -> str | None:
     """Zoom's QoS values are strings; numbers are accepted and anything else is no value."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, str):
-        return value
+        return _string(value, info)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, int | float):
-        return str(value)
+        try:
+            return _string(str(value), info)
+        except ValueError:  # an int of more digits than Python converts
+            return None
     return None
 
 
 def _timestamp(value: Any) -> datetime | None:
     if isinstance(value, datetime):
-        return value
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        parsed = value
+    elif isinstance(value, str) and 0 < len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
         return None
     if parsed.tzinfo is None:
         return None
-    return parsed
+    try:
+        epoch = parsed.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return None
+    low, high = _TIMESTAMP_RANGE
+    return parsed if low <= epoch <= high else None
 
 
 def _list_or_empty(value: Any) -> Any:
     return value if isinstance(value, list) else []
 
 
-def _number_or_text(value: Any) -> int | float | str | None:
+def _number_or_text(value: Any, info: ValidationInfo) -> int | float | str | None:
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, int | float | str):
-        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int):
+        return value if abs(value) < 10**15 else None
+    if isinstance(value, str):
+        return _string(value, info)
     return None
 
 

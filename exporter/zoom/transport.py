@@ -8,10 +8,12 @@ budget, holds, the token, and bounded retries.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import logging
 import random
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,7 +49,19 @@ from exporter.zoom.telemetry import ApiTelemetry
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKOFF = Backoff(base=0.5, cap=30.0)  # retries of 5xx, timeouts, resets, bad bodies
-MAX_RETRY_WAIT = 30.0  # a 429 asking for a longer wait fails the call instead of holding it
+MAX_RETRY_WAIT = 30.0  # a 429 asking for a longer wait fails the call instead of waiting
+# A per-second limit never needs a long wait: a QPS Retry-After is capped at a minute (longer
+# ones are either a daily limit in disguise or nonsense), and while it lasts only that
+# rate-limit category is held.
+MAX_QPS_RETRY_AFTER = 60.0
+# The largest answer accepted from Zoom, before and after decompression: a 10-participant QoS
+# page is about 30 KiB, a 300-meeting discovery page about 150 KiB.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+# Larger bodies are decompressed and decoded in a thread. zlib releases the GIL, so the loop
+# runs meanwhile; json's C decoder does not, so what bounds the loop's stall is the size cap
+# (about 30 ms to decode 4 MiB of QoS pages).
+THREAD_DECODE_BYTES = 512 * 1024
+_CHUNK = 64 * 1024
 DISCOVERY_ENDPOINTS = frozenset({"list_meetings", "list_webinars"})
 # A remaining count is the day's only beside a limit at least this large (Zoom's daily caps are
 # 30,000 and up; per-second limits are tens).
@@ -121,6 +135,43 @@ def scope_of(endpoint: str) -> str:
     return "webinar" if "webinar" in endpoint else "meeting"
 
 
+def _number(text: str) -> int | float:
+    """JSON integers of more than 18 digits become floats (inf beyond a float's range), so no
+    number can make json.loads raise or a later conversion overflow."""
+    return int(text) if len(text) <= 18 else float(text)
+
+
+def decode_json(raw: bytes) -> Any:
+    """Zoom's JSON: NaN and Infinity are no value; huge integers become floats. Raises
+    ValueError (UnicodeDecodeError and JSONDecodeError among them) or RecursionError."""
+    return json.loads(raw, parse_int=_number, parse_constant=lambda _: None)
+
+
+class BodyTooLarge(Exception):
+    """The answer is larger than MAX_BODY_BYTES, compressed or not."""
+
+
+def decompress(raw: bytes, encoding: str, limit: int = MAX_BODY_BYTES) -> bytes:
+    """`raw` decoded per Content-Encoding (identity, gzip, deflate), never more than `limit`
+    bytes out: a gzip bomb stops at the limit. Raises BodyTooLarge or ValueError."""
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return raw
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        raise ValueError(f"unsupported Content-Encoding {coding[:20]!r}")
+    # 47: a gzip or zlib header, detected; raw deflate (some servers' "deflate") as a fallback.
+    for wbits in (47, -15):
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(raw, limit + 1)
+        except zlib.error:
+            continue
+        if len(out) > limit:
+            raise BodyTooLarge
+        return out
+    raise ValueError("a compressed body that does not decompress")
+
+
 def zoom_code(payload: dict[str, Any]) -> int | None:
     code = payload.get("code")
     if isinstance(code, int) and not isinstance(code, bool) and abs(code) < 10**9:
@@ -133,6 +184,29 @@ def zoom_code(payload: dict[str, Any]) -> int | None:
 def zoom_message(payload: dict[str, Any]) -> str:
     value = payload.get("message")
     return redact(value)[:200] if isinstance(value, str) else ""
+
+
+TOO_LARGE = "too_large"  # ZoomTransportError.reason of a refused body: never retried
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    """The raw (maybe compressed) body, refused as soon as it passes MAX_BODY_BYTES."""
+    declared = response.content_length
+    if declared is not None and declared > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(raw: bytes, encoding: str) -> Any:
+    body = decompress(raw, encoding)
+    return decode_json(body) if body else {}
 
 
 class Transport:
@@ -180,15 +254,30 @@ class Transport:
     async def send(
         self, endpoint: str, method: str, url: URL, **kwargs: Any
     ) -> tuple[int, dict[str, Any], Mapping[str, str]]:
-        """One HTTP call; returns (status, JSON object, headers). Counts it, whatever happens."""
+        """One HTTP call; returns (status, JSON object, headers). Counts it, whatever happens.
+
+        The body is read in chunks and refused beyond MAX_BODY_BYTES, compressed or not (we
+        decompress it ourselves, capped); a large one is decoded off the event loop.
+        """
         began = self._clock.monotonic()
+        headers_out = {**kwargs.pop("headers", {}), "Accept-Encoding": "gzip, deflate"}
         try:
             async with self._session.request(
-                method, url, timeout=self._timeout, **kwargs
+                method,
+                url,
+                timeout=self._timeout,
+                headers=headers_out,
+                auto_decompress=False,
+                **kwargs,
             ) as response:
-                raw = await response.read()
                 status = response.status
                 headers = response.headers
+                raw = await _read_capped(response)
+        except BodyTooLarge:
+            self.telemetry.requests.add(endpoint, "error")
+            raise ZoomTransportError(
+                endpoint, f"the answer is larger than {MAX_BODY_BYTES // 2**20} MiB", TOO_LARGE
+            ) from None
         except TimeoutError:
             self.telemetry.requests.add(endpoint, "error")
             raise ZoomTransportError(endpoint, "timed out", "timeout") from None
@@ -198,15 +287,25 @@ class Transport:
         finally:
             elapsed = max(0.0, self._clock.monotonic() - began)
             self.telemetry.durations.labels(endpoint).observe(elapsed)
-        self.telemetry.requests.add(endpoint, str(status))
+        encoding = headers.get("Content-Encoding", "")
         try:
-            payload = json.loads(raw) if raw else {}
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            if len(raw) > THREAD_DECODE_BYTES:
+                payload = await asyncio.to_thread(_decode, raw, encoding)
+            else:
+                payload = _decode(raw, encoding)
+        except BodyTooLarge:  # a bomb: refused like a body too large before decompression
+            self.telemetry.requests.add(endpoint, "error")
+            raise ZoomTransportError(
+                endpoint, f"the answer is larger than {MAX_BODY_BYTES // 2**20} MiB", TOO_LARGE
+            ) from None
+        except (ValueError, RecursionError):
+            self.telemetry.requests.add(endpoint, str(status))
             if status >= 400:
                 return status, {}, headers
             raise ZoomTransportError(
                 endpoint, f"HTTP {status} with a body that is not JSON"
             ) from None
+        self.telemetry.requests.add(endpoint, str(status))
         if not isinstance(payload, dict):
             raise ZoomTransportError(endpoint, f"HTTP {status} with JSON that is not an object")
         return status, payload, headers
@@ -261,21 +360,38 @@ class Transport:
         log.error(f"{error}; the last data is kept meanwhile", extra=kv(endpoint=endpoint))
         return error
 
+    def _check_rate_hold(self, endpoint: str, category: str) -> None:
+        """Fail at once, without a call, while a long QPS Retry-After holds the category."""
+        held = self.holds.active_only(category, self._clock.time())
+        if held is not None:
+            raise ZoomRateLimitError(endpoint, "QPS", held.message)
+
     def _qps_wait(
         self, endpoint: str, payload: dict[str, Any], headers: Mapping[str, str], attempt: int
     ) -> float:
-        """How long to wait after a 429 QPS before the retry; raise if no retry is left."""
+        """How long to wait after a 429 QPS before the retry; raise if no retry is left.
+
+        A Retry-After beyond MAX_RETRY_WAIT fails the call at once and holds that category
+        only (every other call goes on) for the wait, capped at MAX_QPS_RETRY_AFTER.
+        """
         now = self._clock.time()
         after = parse_retry_after(headers.get("Retry-After"), now)
+        if after is not None:
+            after = min(after, MAX_QPS_RETRY_AFTER)
         wait = (after if after is not None else self._backoff.delay(attempt, self._rng)) + (
             self._rng() * self._backoff.base
         )
         if attempt >= self._max_retries or wait > MAX_RETRY_WAIT:
             limit_type = headers.get("X-RateLimit-Type", "").strip()
+            message = zoom_message(payload)
+            if wait > MAX_RETRY_WAIT:
+                category = category_of(endpoint)
+                why = f"{category} calls held for {wait:.0f} s after a 429 with Retry-After"
+                self.holds.hold(category, now + wait, "rate_limited", why)
+                log.warning(why, extra=kv(endpoint=endpoint))
+                message = message or why
             raise ZoomRateLimitError(
-                endpoint,
-                limit_type if limit_type in LIMIT_TYPES else "QPS",
-                zoom_message(payload),
+                endpoint, limit_type if limit_type in LIMIT_TYPES else "QPS", message
             )
         if self.limiter is not None:
             self.limiter.pause(category_of(endpoint), wait)
@@ -324,6 +440,7 @@ class Transport:
             paused = self.paused(endpoint)
             if paused is not None:
                 raise paused
+            self._check_rate_hold(endpoint, category)
             if self.limiter is not None:
                 await self.limiter.acquire(category)
             token = await self.token.token(self.send)
@@ -333,7 +450,7 @@ class Transport:
             try:
                 status, payload, answer = await self.send(endpoint, "GET", url, headers=headers)
             except ZoomTransportError as error:
-                if attempt >= self._max_retries:
+                if attempt >= self._max_retries or error.reason == TOO_LARGE:
                     raise
                 await self._retry(endpoint, error.reason, attempt, None)
                 attempt += 1

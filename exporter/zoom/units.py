@@ -2,6 +2,8 @@
 
 Every function is pure and total: any input (including None, numbers and garbage) returns a
 value or None, and never raises. None means "no reading": callers export no series for it.
+A value outside its field's sane range (`RANGES`, in base units) is no reading either: Zoom
+has sent nonsense, and one absurd number must not distort a dashboard or an alert.
 """
 
 from __future__ import annotations
@@ -13,6 +15,24 @@ from typing import Final
 _NUMBER: Final = r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
 _VALUE_UNIT: Final = re.compile(r"^\s*" + _NUMBER + r"\s*([A-Za-z%/]*)\s*$")
 _RESOLUTION: Final = re.compile(r"^\s*(\d{1,6})\s*[*xX\u00d7]\s*(\d{1,6})\s*$")
+
+# The sane range of each reading, in base units; outside it a value is no reading.
+RANGES: Final[dict[str, tuple[float, float]]] = {
+    "bitrate": (0.0, 1.25e10),  # bytes/s: up to 100 Gbit/s
+    "duration": (0.0, 3600.0),  # seconds of latency or jitter
+    "percent": (0.0, 1.0),  # a ratio: loss and CPU are 0-100 %
+    "frame_rate": (0.0, 1000.0),  # frames a second
+    "pixels": (0.0, 100_000.0),  # one side of a resolution
+    "rssi": (-200.0, 100.0),  # dBm; real readings are about -100 to 0
+}
+
+
+def _within(value: float | None, field: str) -> float | None:
+    if value is None:
+        return None
+    low, high = RANGES[field]
+    return value if low <= value <= high else None
+
 
 # Multipliers from Zoom's bitrate units to bytes per second.
 _BITRATE_TO_BYTES: Final[dict[str, float]] = {
@@ -38,7 +58,10 @@ def _split(value: object) -> tuple[float, str] | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond a float's range
+            return None
         unit = ""
     elif isinstance(value, str):
         if len(value) > 64:
@@ -47,8 +70,8 @@ def _split(value: object) -> tuple[float, str] | None:
         if match is None:
             return None
         try:
-            number = float(match.group(1))
-        except ValueError:  # pragma: no cover - the regex only admits valid floats
+            number = float(match.group(1))  # "1e400" is inf, refused below
+        except (ValueError, OverflowError):  # pragma: no cover - the regex admits only floats
             return None
         unit = match.group(2).lower()
     else:
@@ -72,12 +95,12 @@ def _scaled(value: object, table: dict[str, float]) -> float | None:
 
 def parse_bitrate(value: object) -> float | None:
     """ "23 kbps" -> 2875.0 bytes per second. Accepts bps, kbps, Mbps, with or without a space."""
-    return _scaled(value, _BITRATE_TO_BYTES)
+    return _within(_scaled(value, _BITRATE_TO_BYTES), "bitrate")
 
 
 def parse_duration(value: object) -> float | None:
     """ "126 ms" -> 0.126 seconds."""
-    return _scaled(value, _DURATION_TO_SECONDS)
+    return _within(_scaled(value, _DURATION_TO_SECONDS), "duration")
 
 
 def parse_percent(value: object) -> float | None:
@@ -88,7 +111,7 @@ def parse_percent(value: object) -> float | None:
     number, unit = parts
     if unit not in ("%", "") or number < 0:
         return None
-    return number / 100
+    return _within(number / 100, "percent")
 
 
 def parse_frame_rate(value: object) -> float | None:
@@ -99,7 +122,7 @@ def parse_frame_rate(value: object) -> float | None:
     number, unit = parts
     if unit not in ("fps", "") or number < 0:
         return None
-    return number
+    return _within(number, "frame_rate")
 
 
 def parse_resolution(value: object) -> tuple[int, int] | None:
@@ -109,7 +132,10 @@ def parse_resolution(value: object) -> tuple[int, int] | None:
     match = _RESOLUTION.match(value)
     if match is None:
         return None
-    return int(match.group(1)), int(match.group(2))
+    width, height = int(match.group(1)), int(match.group(2))
+    if _within(width, "pixels") is None or _within(height, "pixels") is None:
+        return None
+    return width, height
 
 
 def parse_rssi(value: object) -> float | None:
@@ -120,4 +146,4 @@ def parse_rssi(value: object) -> float | None:
     number, unit = parts
     if unit not in ("", "dbm"):
         return None
-    return number
+    return _within(number, "rssi")
