@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ DEMO_POLL_INTERVAL = 10.0
 # ZOOM_EXPORTER_DAILY_REQUEST_BUDGET to watch the planner stretch the interval.
 DEMO_DAILY_CAP = 10_000_000
 SHUTDOWN_GRACE = 1.0  # seconds open HTTP connections get to finish on SIGTERM
+STATE_WRITE_WAIT = 2.0  # seconds SIGTERM waits for the state file
 # The in-process simulator's own throwaway credentials; nothing real.
 DEMO_ACCOUNT, DEMO_CLIENT, DEMO_SECRET = "demo-account", "demo-client", "demo-secret"
 
@@ -202,10 +204,14 @@ class Daemon:
         )
         self.token = token_provider(account)
         self.state_file = StateFile(settings.storage_path) if settings.storage_path else None
+        self._writing: asyncio.Future[bool] | None = None
+        self._write_stuck = False
         resumed = self._resume()
         self.poller = Poller(self.client(), self, poll_settings(settings), resumed=resumed)
         self.config_reload: tuple[bool, float | None] = (True, time.time())
         self._reload_lock = asyncio.Lock()
+        self._reload_requests = self._reload_covered = 0  # reloads asked for, and read for
+        self._reload_result: str | None = None
 
     # -- what the self-metrics read (DaemonView) ----------------------------------------------
 
@@ -242,7 +248,7 @@ class Daemon:
     def _resume(self) -> bool:
         """Take today's spend (and a daily-limit pause) from the state file; True if it had
         a cycle of today."""
-        if self.state_file is None:
+        if self.state_file is None or not self.state_file.claim():
             return False
         state = self.state_file.load()
         if state is None:
@@ -268,14 +274,59 @@ class Daemon:
             state["daily_limit_until"] = held.until
         return state
 
-    async def save(self) -> None:
-        if self.state_file is not None:
-            await asyncio.to_thread(self.state_file.save, self._state())
+    def save_soon(self) -> None:
+        """Write the state file on a daemon thread of its own: no cycle ever waits for the disk
+        (a hung mount stops the writes, never the polling). A write still running is not
+        joined by another; the next cycle writes fresher numbers anyway."""
+        if self.state_file is None:
+            return
+        if self._writing is not None and not self._writing.done():
+            if not self._write_stuck:
+                log.warning(
+                    "the state file write has not finished; polling goes on without it",
+                    extra=kv(path=str(self.state_file.path)),
+                )
+            self._write_stuck = True
+            return
+        self._write_stuck = False
+        self._writing = self._write(self.state_file, self._state())
+
+    @staticmethod
+    def _write(state_file: StateFile, state: dict[str, Any]) -> asyncio.Future[bool]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+
+        def settle(ok: bool) -> None:
+            if not done.done():
+                done.set_result(ok)
+
+        def run() -> None:
+            ok = state_file.save(state)
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the process is exiting
+                loop.call_soon_threadsafe(settle, ok)
+
+        threading.Thread(target=run, name="state-file", daemon=True).start()
+        return done
+
+    async def flush(self) -> None:
+        """At shutdown: the last numbers to disk, waiting at most STATE_WRITE_WAIT each for a
+        write in flight and for this one."""
+        if self.state_file is None:
+            return
+        for _ in range(2):
+            if self._writing is not None and not self._writing.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._writing), STATE_WRITE_WAIT)
+                if not self._writing.done():
+                    log.warning("the state file could not be written before exit")
+                    return
+            else:
+                self._writing = self._write(self.state_file, self._state())
 
     async def publish(self, snapshot: Snapshot, health: Health) -> None:
         """The poller's Publisher: serve the cycle, then keep the day's spend on disk."""
         await self.store.publish(snapshot, health)
-        await self.save()
+        self.save_soon()
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -285,19 +336,27 @@ class Daemon:
         Reloads run one at a time, in the order asked for; every failure, of any kind, is
         reported as one. Returns None on success, or the reason it failed.
         """
+        ticket = self._reload_requests = self._reload_requests + 1
         async with self._reload_lock:
-            try:
-                settings = self.load()
-                self._apply(settings)
-                await self.poller.reconfigure(self.client(), poll_settings(settings))
-            except SettingsError as error:
-                return self._reload_failed(str(error))
-            except Exception as error:  # a bug must not leave a success behind, nor kill us
-                log.exception("reload failed unexpectedly")
-                return self._reload_failed(f"unexpected {type(error).__name__}")
-            self.config_reload = (True, time.time())
-            log.info("configuration reloaded")
-            return None
+            if self._reload_covered >= ticket:  # a reload that began after this request
+                return self._reload_result  # read the files: no need to read them again
+            self._reload_covered = self._reload_requests
+            self._reload_result = await self._reload_once()
+            return self._reload_result
+
+    async def _reload_once(self) -> str | None:
+        try:
+            settings = self.load()
+            self._apply(settings)
+            await self.poller.reconfigure(self.client(), poll_settings(settings))
+        except SettingsError as error:
+            return self._reload_failed(str(error))
+        except Exception as error:  # a bug must not leave a success behind, nor kill us
+            log.exception("reload failed unexpectedly")
+            return self._reload_failed(f"unexpected {type(error).__name__}")
+        self.config_reload = (True, time.time())
+        log.info("configuration reloaded")
+        return None
 
     def _reload_failed(self, why: str) -> str:
         log.error("reload failed, keeping the previous settings", extra=kv(error=why))
@@ -401,6 +460,6 @@ async def serve(load: Callable[[], Settings], settings: Settings, web_config: We
         for task in (polling, *reloads):
             task.cancel()
         await asyncio.gather(polling, *reloads, return_exceptions=True)
-        await daemon.save()
+        await daemon.flush()
         await runner.cleanup()
     return 0

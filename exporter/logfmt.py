@@ -28,9 +28,19 @@ def _quote(value: str) -> str:
     return f'"{escaped}"'
 
 
+# Control characters, and the bidirectional overrides that make a line read other than it is
+# (Trojan Source), are written as escapes: Zoom's text must not forge or hide log content.
+_UNSAFE = {
+    **{c: f"\\x{c:02x}" for c in range(0x20) if c not in (0x09, 0x0A)},
+    0x7F: "\\x7f",
+    **{c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)},
+}
+
+
 def _safe(value: object) -> str:
-    """Any value as text that encodes (a lone surrogate from Zoom must not break a log line)."""
-    return str(value).encode("utf-8", "replace").decode("utf-8")
+    """Any value as text that encodes and displays as what it is: a lone surrogate, a NUL or a
+    bidi override from Zoom must not break or disguise a log line."""
+    return str(value).encode("utf-8", "replace").decode("utf-8").translate(_UNSAFE)
 
 
 def _stamp(record: logging.LogRecord) -> str:

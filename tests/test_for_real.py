@@ -482,3 +482,68 @@ async def test_new_credentials_lift_a_401_hold_at_once(session: aiohttp.ClientSe
         current["settings"] = settings_for(sim, client_secret="rotated")
         assert await daemon.reload() is None
         assert (await daemon.poller.run_cycle()).health.state == "ok"
+
+
+# -- found by an outside attack ------------------------------------------------------------------
+
+
+async def test_a_missing_webinar_scope_does_not_flap_the_state(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    """Webinars refused (400/4711) while meetings poll fine: the state said `forbidden` in
+    cycles that ran discovery and `ok` in the others, and zoom_up flapped with it."""
+    rig = make_rig(sim, session, clock, discovery=True, configured=[])
+    sim.faults.error(400, 4711, SCOPE, endpoint="list_webinars", count=1000)
+    states, ups = set(), set()
+    for _ in range(12):
+        report = await rig.poller.run_cycle()
+        states.add(report.health.state)
+        ups.add(report.health.up)
+        assert any(kind == "meeting" for kind, _ in participants(report.snapshot))
+        clock.now += 20
+    assert states == {"forbidden"} and ups == {True}  # meetings polled: Zoom was reached
+
+
+async def test_a_reload_storm_is_coalesced(session: aiohttp.ClientSession) -> None:
+    """50 SIGHUPs in a second queued 50 reloads, each waking a cycle: 18 extra cycles and 54
+    extra Zoom calls in 8 s. Reloads asked for while one waits are answered by it."""
+    async with simulator(Scenario(seed=3)) as sim:
+        settings = settings_for(sim)
+        loads: list[int] = []
+
+        def load() -> Settings:
+            loads.append(1)
+            return settings
+
+        daemon = Daemon(load, settings, session, account_of(settings), SnapshotStore())
+        gate = asyncio.Event()
+        original = daemon.poller.reconfigure
+
+        async def slow(*args: Any, **kwargs: Any) -> None:
+            await gate.wait()
+            await original(*args, **kwargs)
+
+        daemon.poller.reconfigure = slow  # type: ignore[method-assign]
+        storm = [asyncio.create_task(daemon.reload()) for _ in range(50)]
+        await asyncio.sleep(0)
+        gate.set()
+        assert await asyncio.gather(*storm) == [None] * 50
+        assert len(loads) == 2  # the one under way, and one for everything asked meanwhile
+
+
+async def test_a_reload_does_not_wait_for_a_cycle_in_flight(
+    sim: Simulator, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    """POST /-/reload waited for the cycle lock: 150 s and more while Zoom was slow."""
+    rig = make_rig(sim, session, clock)
+    await rig.poller.run_cycle()
+    sim.faults.timeout(count=1, seconds=2.0)  # the next call hangs for 2 s (real time)
+    cycle = asyncio.create_task(rig.poller.run_cycle())
+    await asyncio.sleep(0.2)
+    started = asyncio.get_running_loop().time()
+    await rig.poller.reconfigure(rig.client, PollSettings(interval=120.0))
+    assert asyncio.get_running_loop().time() - started < 0.5
+    assert rig.poller.interval == 60.0  # not during the cycle...
+    await cycle
+    await rig.poller.run_cycle()
+    assert rig.poller.interval == 120.0  # ...but from the next one

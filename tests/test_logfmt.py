@@ -33,3 +33,18 @@ def test_exceptions_stay_on_one_line() -> None:
     line = LogfmtFormatter().format(rec)
     assert "\n" not in line
     assert "ValueError: boom" in line
+
+
+def test_zoom_text_cannot_forge_or_hide_log_content() -> None:
+    """A NUL, an escape sequence or a bidi override in Zoom's text is written as an escape."""
+    from exporter.logfmt import JsonFormatter, kv
+
+    hostile = "ok\x00\x1b[2K\u202eevil\nlevel=error"
+    line = LogfmtFormatter().format(record(hostile))
+    assert "\x00" not in line and "\x1b" not in line and "\u202e" not in line
+    assert "\n" not in line  # one event, one line
+    as_json = JsonFormatter().format(record("m"))
+    assert as_json.startswith("{")
+    fields = logging.LogRecord("x", logging.INFO, "p", 1, "m", None, None)
+    fields.__dict__.update(kv(error=hostile))
+    assert "\u202e" not in LogfmtFormatter().format(fields)

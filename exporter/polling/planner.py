@@ -131,8 +131,10 @@ def plan_cycle(
             planned += candidate.cost
             continue
         deferred.append(candidate.key)
-        if candidate.deferred >= STARVING_AFTER:
-            blocked = True  # it waits for credit to build up; nobody overtakes it
+        if candidate.deferred >= STARVING_AFTER and candidate.cost <= remaining:
+            # It waits for credit to build up and nobody overtakes it; one that the rest of
+            # today's budget can never pay for blocks nobody.
+            blocked = True
     return CyclePlan(
         interval=interval,
         selected=tuple(selected),

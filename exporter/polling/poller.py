@@ -217,6 +217,7 @@ class Poller:
         self._wake = asyncio.Event()
         self.health = Health()
         self._privacy = settings.privacy
+        self._pending: tuple[ZoomClient, PollSettings] | None = None  # a reload's, not applied
         self.configure(client, settings)
 
     def configure(self, client: ZoomClient, settings: PollSettings) -> None:
@@ -236,11 +237,20 @@ class Poller:
         self._privacy = settings.privacy
 
     async def reconfigure(self, client: ZoomClient, settings: PollSettings) -> None:
-        """Apply new settings between cycles (never during one); the data so far is kept,
-        unless the privacy settings changed."""
-        async with self._cycle_lock:
-            self.configure(client, settings)
+        """Apply new settings between cycles (never during one), without waiting for a cycle
+        in flight: they are applied now if no cycle runs, else when the next one starts. The
+        data so far is kept, unless the privacy settings changed."""
+        self._pending = (client, settings)
+        if not self._cycle_lock.locked():
+            async with self._cycle_lock:
+                self._apply_pending()
         self._wake.set()
+
+    def _apply_pending(self) -> None:
+        if self._pending is not None:
+            client, settings = self._pending
+            self._pending = None
+            self.configure(client, settings)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Run cycles every effective interval (start to start) until `stop` is set.
@@ -265,6 +275,7 @@ class Poller:
 
     async def run_cycle(self) -> CycleReport:
         async with self._cycle_lock:
+            self._apply_pending()
             return await self._cycle()
 
     async def _cycle(self) -> CycleReport:
@@ -311,9 +322,13 @@ class Poller:
             self._forget(targets)
         self._started = self._started or outcome.successes > 0
         state = outcome.state() or self._state or "ok"
-        self._state = state
         end = self._clock.time()
-        if state in UP_STATES and outcome.successes:
+        if state in UP_STATES and self._client.holds.any_active("forbidden", end):
+            state = "forbidden"  # a kind is held back, whether or not this cycle tried it
+        self._state = state
+        # Zoom was reached if anything was polled: a refused kind beside polled ones is up.
+        up = state in UP_STATES or (state == "forbidden" and outcome.successes > 0)
+        if up and outcome.successes:
             self._last_success = end
         self._cycles += 1
         snapshot = Snapshot(
@@ -321,7 +336,7 @@ class Poller:
         )
         health = Health(
             state=state,
-            up=state in UP_STATES,
+            up=up,
             last_success_timestamp=self._last_success,
             poll_duration_seconds=self._clock.monotonic() - began,
             created_at=end,

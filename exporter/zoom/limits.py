@@ -10,6 +10,7 @@ daily cap is `budget`'s job.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -266,10 +267,12 @@ class Holds:
         self._holds: dict[str, Hold] = {}
 
     def hold(self, scope: str, until: float, reason: str, message: str) -> Hold:
+        """Hold `scope` until `until`. The same reason held at least as long already is the
+        same incident (concurrent refusals): one backoff step, not one each."""
         previous = self._holds.get(scope)
+        if previous is not None and previous.reason == reason and previous.until >= until:
+            return previous
         failures = previous.failures + 1 if previous is not None else 1
-        if previous is not None and previous.until > until and previous.reason == reason:
-            until = previous.until
         held = Hold(until, reason, message, failures)
         self._holds[scope] = held
         return held
@@ -287,6 +290,10 @@ class Holds:
         held = self._holds.get(scope)
         return held if held is not None and now < held.until else None
 
+    def any_active(self, reason: str, now: float) -> bool:
+        """Whether a hold of this reason, on any scope, is in force at `now`."""
+        return any(h.reason == reason and now < h.until for h in self._holds.values())
+
     def failures(self, scope: str) -> int:
         held = self._holds.get(scope)
         return held.failures if held is not None else 0
@@ -296,8 +303,15 @@ class Holds:
         self._holds = {k: h for k, h in self._holds.items() if h.reason != reason}
 
     def release(self, scope: str) -> None:
-        """A call in `scope` went through: its backoff starts again from the first step."""
         self._holds.pop(scope, None)
+
+    def succeeded(self, scope: str, now: float) -> None:
+        """A call in `scope` went through: its backoff, and that of an expired hold on every
+        call, start again from the first step."""
+        self._holds.pop(scope, None)
+        held = self._holds.get(self.ALL)
+        if held is not None and now >= held.until:
+            del self._holds[self.ALL]
 
     def current(self, now: float) -> dict[str, Hold]:
         return {scope: h for scope, h in self._holds.items() if now < h.until}
@@ -312,9 +326,36 @@ class StateFile:
     VERSION: Final = 1
     MAX_SIZE: Final = 1 << 16  # bytes; ours is about 150
 
+    LOCK: Final = ".lock"
+
     def __init__(self, directory: Path) -> None:
         self.path = directory / self.NAME
         self._failed = False  # a write failed: warn once, not every cycle
+        self._lock: int | None = None  # the open lock file: this process owns the directory
+        self.shared = False  # another exporter holds the directory: write nothing
+
+    def claim(self) -> bool:
+        """Take the directory for this process (an advisory lock, held while it lives). Two
+        exporters on one directory would overwrite each other's spend: the second writes
+        nothing and says so."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path.parent / self.LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return True  # no lock to be had (read-only dir): save() reports the real problem
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            self.shared = True
+            log.error(
+                "another exporter uses this storage path; this one keeps its spend in memory "
+                "only (give each exporter its own --storage.path)",
+                extra=kv(path=str(self.path.parent)),
+            )
+            return False
+        self._lock = fd
+        return True
 
     def load(self) -> dict[str, Any] | None:
         """The saved state, or None (with a warning) when there is none that can be used."""
@@ -347,7 +388,9 @@ class StateFile:
 
     def save(self, state: dict[str, Any]) -> bool:
         """Write `state` atomically; on failure log once and go on (polling never stops)."""
-        temporary = self.path.with_name(f".{self.NAME}.tmp")
+        if self.shared:
+            return False
+        temporary = self.path.with_name(f".{self.NAME}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with temporary.open("w", encoding="utf-8") as out:

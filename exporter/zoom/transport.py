@@ -92,7 +92,7 @@ def classify(status: int, code: int | None, headers: Mapping[str, str], message:
     if status == 401:
         return Action.RENEW_TOKEN if code == ZOOM_CODE_INVALID_TOKEN else Action.AUTH_FAILED
     if status == 429:
-        kind = headers.get("X-RateLimit-Type", "").strip()
+        kind = limit_type(headers)
         if kind == "Daily-limit" or (kind != "QPS" and "daily" in text):
             return Action.DAILY_LIMIT
         return Action.QPS_LIMIT
@@ -107,6 +107,13 @@ def classify(status: int, code: int | None, headers: Mapping[str, str], message:
     return Action.OK
 
 
+def limit_type(headers: Mapping[str, str]) -> str:
+    """X-RateLimit-Type as one of the documented values ("QPS", "Daily-limit"), whatever its
+    case, or "" for none or anything else."""
+    value = headers.get("X-RateLimit-Type", "").strip().lower()
+    return {"qps": "QPS", "daily-limit": "Daily-limit"}.get(value, "")
+
+
 def daily_remaining(headers: Mapping[str, str]) -> int | None:
     """X-RateLimit-Remaining, when it is the day's count: beside an X-RateLimit-Limit of daily
     size, or on a Daily-limit answer. Anything else (a per-second figure, a 0 on a QPS 429, a
@@ -114,7 +121,7 @@ def daily_remaining(headers: Mapping[str, str]) -> int | None:
     remaining = headers.get("X-RateLimit-Remaining", "").strip()
     if not remaining.isdigit() or len(remaining) > 9:
         return None
-    kind = headers.get("X-RateLimit-Type", "").strip()
+    kind = limit_type(headers)
     if kind == "QPS":
         return None
     limit = headers.get("X-RateLimit-Limit", "").strip()
@@ -353,8 +360,8 @@ class Transport:
         now = self._clock.time()
         after = parse_retry_after(headers.get("Retry-After"), now)
         until = now + seconds_until_reset(now)
-        if after is not None:
-            until = min(until, now + after)  # never beyond the reset
+        if after is not None and after > 0:
+            until = min(until, now + after)  # never beyond the reset; a past time means it
         held = self.holds.hold(Holds.ALL, until, "daily_limit", DAILY_LIMIT_REACHED)
         error = ZoomDailyLimitError(endpoint, held.until, DAILY_LIMIT_REACHED)
         log.error(f"{error}; the last data is kept meanwhile", extra=kv(endpoint=endpoint))
@@ -403,10 +410,16 @@ class Transport:
     ) -> ZoomAuthError | ZoomForbiddenError:
         """401 (not 124) or a permission error: hold the calls it concerns, with backoff."""
         scope = "all" if action is Action.AUTH_FAILED else scope_of(endpoint)
-        failures = self.holds.failures(scope)
-        step = min(CREDENTIALS_BACKOFF.cap, CREDENTIALS_BACKOFF.base * 2.0**failures)
-        delay = step / 2 + CREDENTIALS_BACKOFF.delay(failures, self._rng) / 2
-        until = self._clock.time() + delay
+        now = self._clock.time()
+        reason = "auth_failed" if action is Action.AUTH_FAILED else "forbidden"
+        current = self.holds.active_only(scope, now)
+        if current is not None and current.reason == reason:
+            delay = current.until - now  # concurrent refusals: one step, not one each
+        else:
+            failures = self.holds.failures(scope)
+            step = min(CREDENTIALS_BACKOFF.cap, CREDENTIALS_BACKOFF.base * 2.0**failures)
+            delay = step / 2 + CREDENTIALS_BACKOFF.delay(failures, self._rng) / 2
+        until = now + delay
         if action is Action.AUTH_FAILED:
             why = (
                 f"Zoom no longer accepts the access token (HTTP {status}: "
@@ -455,13 +468,16 @@ class Transport:
                 await self._retry(endpoint, error.reason, attempt, None)
                 attempt += 1
                 continue
-            self._observe(answer)
             code, message = zoom_code(payload), zoom_message(payload)
             action = classify(status, code, answer, message)
+            if action is not Action.QPS_LIMIT:  # a per-second 429's counts are not the day's
+                self._observe(answer)
             if action is Action.OK:
-                self.holds.release(scope_of(endpoint))
+                self.holds.succeeded(scope_of(endpoint), self._clock.time())
                 return payload
-            if action is Action.RENEW_TOKEN and not renewed:
+            if action is Action.RENEW_TOKEN and renewed:
+                action = Action.AUTH_FAILED  # a fresh token rejected too: no renewal loop
+            if action is Action.RENEW_TOKEN:
                 if self.token.invalidate(token):
                     log.info(
                         "access token rejected (code 124); renewing it", extra=kv(endpoint=endpoint)
