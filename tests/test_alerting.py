@@ -181,7 +181,7 @@ def test_shared_prometheus_alert_states(prometheus: Prometheus) -> None:
     )
     assert all(series["metric"]["user_name"] for series in pending)
     # Each rule group evaluates on its own schedule: before the health group's first evaluation
-    # after the first scrape, absent(up) holds ZoomExporterDown pending. It must clear.
+    # after the first scrape, absent(zoom_up) holds ZoomExporterDown pending. It must clear.
     health_alerts = f'ALERTS{{alertname=~"{"|".join(sorted(HEALTH_ALERTS))}"}}'
     wait_for(
         lambda: prometheus.query('up{job="zoom"} == 1') and not prometheus.query(health_alerts),
