@@ -145,6 +145,7 @@ def poll_options(settings: Settings) -> dict[str, Any]:
         "concurrency": settings.concurrency,
         "max_staleness": settings.max_staleness,
         "privacy": settings.privacy,
+        "series": settings.series,
     }
 
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.logfmt import kv
-from exporter.metrics.snapshot import MeetingReading, Snapshot, meeting_reading
+from exporter.metrics.snapshot import MeetingReading, SeriesOptions, Snapshot, meeting_reading
 from exporter.polling.health import UP_STATES, BudgetReading, Health
 from exporter.polling.planner import Candidate, can_discover, pages_for, plan_cycle
 from exporter.polling.targets import MeetingTarget, discovered_target, merge_targets
@@ -42,6 +42,8 @@ from exporter.zoom.models import KINDS, Kind
 log = logging.getLogger(__name__)
 
 UNLIMITED = 10**12  # the remaining budget when no daily budget is set
+DEFAULT_SERIES = SeriesOptions()  # every participant; the input and output streams
+LARGE_MEETING = 200  # participants: a reading this large is built in a worker thread
 Key = tuple[str, str]  # (kind, meeting_id)
 
 
@@ -143,6 +145,7 @@ class Poller:
         max_staleness: float = 600.0,
         max_interval: float | None = None,
         privacy: ParticipantPrivacy = DEFAULT_PRIVACY,
+        series: SeriesOptions = DEFAULT_SERIES,
         clock: Clock = SYSTEM_CLOCK,
         resumed: bool = False,
     ) -> None:
@@ -164,6 +167,7 @@ class Poller:
         self._wake = asyncio.Event()
         self.health = Health()
         self._privacy = privacy
+        self._series = series
         self.configure(
             client,
             interval=interval,
@@ -173,6 +177,7 @@ class Poller:
             max_staleness=max_staleness,
             max_interval=max_interval,
             privacy=privacy,
+            series=series,
         )
 
     def configure(
@@ -186,6 +191,7 @@ class Poller:
         max_staleness: float = 600.0,
         max_interval: float | None = None,
         privacy: ParticipantPrivacy = DEFAULT_PRIVACY,
+        series: SeriesOptions = DEFAULT_SERIES,
     ) -> None:
         """Set (or, between cycles, replace) the client and the polling settings."""
         self._client = client
@@ -196,10 +202,10 @@ class Poller:
         self._discovery = discovery
         self._semaphore = asyncio.Semaphore(concurrency)
         self._max_staleness = max_staleness
-        if privacy != self._privacy:  # a reading made under other privacy settings: not again
-            for record in self._records.values():
+        if privacy != self._privacy or series != self._series:
+            for record in self._records.values():  # made under other settings: not again
                 record.reading = None
-        self._privacy = privacy
+        self._privacy, self._series = privacy, series
 
     async def reconfigure(self, client: ZoomClient, **settings: Any) -> None:
         """Apply new settings between cycles (never during one); the data so far is kept,
@@ -463,7 +469,11 @@ class Poller:
                 return self._fresh(key)
         outcome.successes += 1
         now = self._clock.time()
-        reading = meeting_reading(target, participants, now, self._privacy)
+        build = (target, participants, now, self._privacy, self._series)
+        if len(participants) > LARGE_MEETING:  # pure and long: off the event loop
+            reading = await asyncio.to_thread(meeting_reading, *build)
+        else:
+            reading = meeting_reading(*build)
         if record.live is False:
             log.info("live again", extra=kv(kind=key[0], meeting_id=key[1]))
         record.records, record.last_polled, record.live = reading.listed, now, True
