@@ -9,12 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from exporter.metrics.exposition import (
-    OPENMETRICS_CONTENT_TYPE,
-    TEXT_CONTENT_TYPE,
-    wants_gzip,
-    wants_openmetrics,
-)
+from exporter.metrics.exposition import negotiate, wants_gzip
 from exporter.metrics.selfmetrics import SelfMetrics
 from exporter.metrics.store import SnapshotStore
 from exporter.web import status_page
@@ -32,25 +27,22 @@ RELOAD: web.AppKey[Reloader] = web.AppKey("reload")
 async def metrics(request: web.Request) -> web.StreamResponse:
     """The cached QoS of the last cycle, then the live self-metrics; never a call to Zoom."""
     exposition = request.app[STORE].exposition
-    openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+    openmetrics, content_type = negotiate(request.headers.get("Accept", ""))
     compressed = wants_gzip(request.headers.get("Accept-Encoding", ""))
     own = request.app.get(SELF_METRICS)
     tail = own.render(openmetrics=openmetrics) if own is not None else b""
     if openmetrics and own is None:
         tail = b"# EOF\n"
-    cached, rest = exposition.form(openmetrics=openmetrics).parts(tail, compressed=compressed)
+    parts = exposition.form(openmetrics=openmetrics).parts(tail, compressed=compressed)
     response = web.StreamResponse(
-        headers={
-            "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
-            "Vary": "Accept, Accept-Encoding",
-        }
+        headers={"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     )
     if compressed:
         response.headers["Content-Encoding"] = "gzip"
-    response.content_length = len(cached) + len(rest)
+    response.content_length = sum(map(len, parts))
     await response.prepare(request)
-    await response.write(cached)
-    await response.write(rest)
+    for part in parts:
+        await response.write(part)
     await response.write_eof()
     return response
 
