@@ -34,6 +34,7 @@ EXPECTED_ALERTS = {
     "ZoomParticipantPoorAudio",
     "ZoomParticipantPoorVideo",
     "ZoomMeetingDegraded",
+    "ZoomMeetingPoorAudioMos",
 }
 
 
