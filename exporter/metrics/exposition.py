@@ -168,7 +168,7 @@ def wants_gzip(accept_encoding: str) -> bool:
     return any(media == "gzip" for media, _params in _media_ranges(accept_encoding))
 
 
-_GZIP_LEVEL: Final = 6
+_GZIP_LEVEL: Final = 3  # 0.14 s and 3.1 MiB at 530k series, against 0.35 s and 2.6 MiB at 6
 _GZIP_HEADER: Final = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"  # as zlib writes it
 
 
@@ -392,19 +392,33 @@ def _participant_families(snapshot: Snapshot, v: _Values) -> Iterator[tuple[str,
                 )
             for stat, value in p.wifi_rssi:
                 rssi.append(f'zoom_participant_wifi_rssi_dbm{base},stat="{stat}"}} {v(value)}\n')
-    yield "zoom_participant_bitrate_bytes_per_second", "".join(bitrate)
-    yield "zoom_participant_latency_seconds", "".join(latency)
-    yield "zoom_participant_jitter_seconds", "".join(jitter)
-    yield "zoom_participant_resolution_width_pixels", "".join(width)
-    yield "zoom_participant_resolution_height_pixels", "".join(height)
-    yield "zoom_participant_frame_rate_frames_per_second", "".join(frame_rate)
-    yield "zoom_participant_packet_loss_ratio", "".join(loss)
-    yield "zoom_participant_audio_mos_estimate", "".join(mos)
-    yield "zoom_participant_cpu_usage_ratio", "".join(cpu)
-    yield "zoom_participant_wifi_rssi_dbm", "".join(rssi)
-    yield "zoom_participant_qos_sample_timestamp_seconds", "".join(sample_ts)
-    yield "zoom_participant_join_timestamp_seconds", "".join(join_ts)
-    yield "zoom_participant", "".join(info)
+    for name, lines in (
+        ("zoom_participant_bitrate_bytes_per_second", bitrate),
+        ("zoom_participant_latency_seconds", latency),
+        ("zoom_participant_jitter_seconds", jitter),
+        ("zoom_participant_resolution_width_pixels", width),
+        ("zoom_participant_resolution_height_pixels", height),
+        ("zoom_participant_frame_rate_frames_per_second", frame_rate),
+        ("zoom_participant_packet_loss_ratio", loss),
+        ("zoom_participant_audio_mos_estimate", mos),
+        ("zoom_participant_cpu_usage_ratio", cpu),
+        ("zoom_participant_wifi_rssi_dbm", rssi),
+        ("zoom_participant_qos_sample_timestamp_seconds", sample_ts),
+        ("zoom_participant_join_timestamp_seconds", join_ts),
+        ("zoom_participant", info),
+    ):
+        text = "".join(lines)
+        lines.clear()  # one family's lines at a time: the peak is the body, not twice it
+        yield name, text
+
+
+def format_snapshot(snapshot: Snapshot, *, openmetrics: bool = False) -> bytes:
+    """One form of a snapshot's QoS in one piece, without gzip or `# EOF` (for tools and the
+    benchmark; the exporter renders every form at once with Exposition.render)."""
+    side = 1 if openmetrics else 0
+    return b"".join(
+        HEADERS[name][side] + lines.encode() for name, lines in render_families(snapshot)
+    )
 
 
 @dataclass(frozen=True)
@@ -426,9 +440,12 @@ class Exposition:
         openmetrics: list[bytes] = []
         text_pieces: list[bytes] = []
         om_pieces: list[bytes] = []
-        rendered = dict(render_families(snapshot))
-        for name, (text_header, om_header) in HEADERS.items():
-            lines = rendered[name].encode()
+        for (name, lines_text), (expected, (text_header, om_header)) in zip(
+            render_families(snapshot), HEADERS.items(), strict=True
+        ):
+            assert name == expected, (name, expected)
+            lines = lines_text.encode()
+            del lines_text
             text.append(text_header)
             openmetrics.append(om_header)
             text_pieces.append(_deflated(text_header))

@@ -197,6 +197,33 @@ def stream_reading(media: str, stream: str, qos: StreamQos) -> StreamReading:
     )
 
 
+# (QosSample field, media label, stream label) in Zoom's order, as QosSample.streams() has them.
+_STREAM_FIELDS: Final = tuple(
+    (f"{prefix}_{suffix}", media, suffix)
+    for prefix, media in MEDIA_PREFIXES.items()
+    for suffix in STREAM_SUFFIXES
+)
+
+
+def _series_of(media: str, qos: StreamQos) -> int:
+    """How many series stream_reading(media, …, qos) would export, without building it."""
+    latency, jitter, loss = _duration(qos.latency), _duration(qos.jitter), _percent(qos.avg_loss)
+    values = (
+        _bitrate(qos.bitrate),
+        latency,
+        jitter,
+        loss,
+        _percent(qos.max_loss),
+        _frame_rate(qos.frame_rate),
+    )
+    count = sum(1 for v in values if v is not None)
+    if _resolution(qos.resolution) is not None:
+        count += 2
+    if media == "audio" and latency is not None and jitter is not None and loss is not None:
+        count += 1
+    return count
+
+
 def newest_sample(samples: Iterable[QosSample]) -> QosSample | None:
     """The sample with the latest `date_time`; undated samples count as oldest."""
     best: QosSample | None = None
@@ -255,12 +282,14 @@ def participant_reading(
         return ParticipantReading(pid, info, None, _epoch(participant.join_time), (), (), ())
     readings = []
     dropped = 0
-    for media, name, qos in sample.streams():
-        reading = stream_reading(media, name, qos)
+    for field, media, name in _STREAM_FIELDS:
+        qos = getattr(sample, field)
+        if qos is None:
+            continue
         if streams is None or name in streams:
-            readings.append(reading)
+            readings.append(stream_reading(media, name, qos))
         else:
-            dropped += reading.series()
+            dropped += _series_of(media, qos)
     return ParticipantReading(
         participant_id=pid,
         info=info,
