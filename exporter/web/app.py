@@ -19,6 +19,7 @@ from exporter.web.webconfig import WebConfig, middlewares
 # Reloads the configuration; returns None, or why it failed.
 Reloader = Callable[[], Awaitable[str | None]]
 
+WRITE_SLICE = 64 * 1024  # bytes per write of a /metrics body: aiohttp drains above this
 STORE = web.AppKey("store", SnapshotStore)
 TELEMETRY_PATH = web.AppKey("telemetry_path", str)
 SELF_METRICS = web.AppKey("self_metrics", SelfMetrics)
@@ -75,7 +76,11 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     response.content_length = sum(map(len, parts))
     await response.prepare(request)
     for part in parts:
-        await response.write(part)
+        # In slices: what the socket does not take at once is copied into the transport's
+        # buffer, and 50 scrapes at a time would each hold a copy of their largest part.
+        view = memoryview(part)
+        for start in range(0, len(view), WRITE_SLICE):
+            await response.write(view[start : start + WRITE_SLICE])
     await response.write_eof()
     return response
 
