@@ -348,6 +348,8 @@ async def measure(args: argparse.Namespace, mock: MockApi) -> dict[str, Any]:
                 str(args.load_seconds),
                 stdout=asyncio.subprocess.PIPE,
             )
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            own = time.process_time()
             ticker.reset()  # starting a process is the benchmark's cost, not the exporter's
             cycles = 0
             communicate = asyncio.ensure_future(process.communicate())
@@ -358,9 +360,15 @@ async def measure(args: argparse.Namespace, mock: MockApi) -> dict[str, Any]:
                 await poller.run_cycle()
                 cycles += 1
             out, _ = await communicate
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            result["scrapers_cpu_seconds"] = (after.ru_utime + after.ru_stime) - (
+                children.ru_utime + children.ru_stime
+            )
+            result["exporter_load_cpu_seconds"] = time.process_time() - own
             latencies = json.loads(out)
             result["load_cycles"] = cycles
             result["scrape_interval"] = args.scrape_interval
+            result["load_seconds"] = args.load_seconds
             result["scrapes"] = len(latencies)
             result["scrape_p50_seconds"] = percentile(latencies, 0.50)
             result["scrape_p99_seconds"] = percentile(latencies, 0.99)
