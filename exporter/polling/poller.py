@@ -242,23 +242,21 @@ class Poller:
         A cycle allocates hundreds of thousands of objects (pages, models, readings), and the
         collections they trigger walk older objects too: a full pass over a large account's
         snapshot holds the GIL for half a second, and the event loop stalls. So the collector
-        is off while a cycle runs, and gc.freeze() then moves what it kept out of every later
-        pass (reference counting still frees it when the next snapshot replaces it). A clean
-        cycle leaves no cyclic garbage (measured); one with errors may (tracebacks), so a
-        young-generation pass frees it first, at the price of a short pause (about 100 ms at
-        15,000 participants) in a cycle that failed anyway.
+        is off while a cycle runs; at its end one young-generation pass frees the cyclic
+        garbage made meanwhile (by the cycle, the scrapes, the in-process simulator), and
+        gc.freeze() moves what is left out of every later pass (reference counting still
+        frees it when the next snapshot replaces it). That pass walks what the cycle kept:
+        about 50 ms at 15,000 participants, once a cycle. Freezing without it leaks (measured:
+        the demo grew 1.5 MiB every 10 s).
         """
         async with self._cycle_lock:
             enabled = gc.isenabled()
             gc.disable()
-            report: CycleReport | None = None
             try:
-                report = await self._cycle()
-                return report
+                return await self._cycle()
             finally:
                 if enabled:
-                    if report is None or report.health.errors:
-                        gc.collect(0)
+                    gc.collect(0)
                     gc.freeze()
                     gc.enable()
 
