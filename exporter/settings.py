@@ -18,6 +18,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from exporter.metrics.snapshot import DEFAULT_STREAMS, SeriesOptions
 from exporter.privacy import (
     DEFAULT_PARTICIPANT_LABELS,
     MIN_KEY_LENGTH,
@@ -26,6 +27,7 @@ from exporter.privacy import (
     ParticipantPrivacy,
 )
 from exporter.zoom.limits import PLANS
+from exporter.zoom.models import STREAM_SUFFIXES
 
 ENV_PREFIX = "ZOOM_EXPORTER_"
 DEFAULT_MAX_POLL_INTERVAL = 300.0
@@ -110,6 +112,35 @@ class Settings(BaseSettings):
     )
     pseudonymize: bool = False
     pseudonymize_key: SecretStr | None = None
+    # Series per participant (README, "Series and what they cost"): all, worst:N or none;
+    # the `stream` values to export (the device_* hops are opt-in).
+    participant_series: str = "all"
+    streams: Annotated[list[str], NoDecode] = Field(default_factory=lambda: sorted(DEFAULT_STREAMS))
+
+    @field_validator("participant_series")
+    @classmethod
+    def _participant_series(cls, value: str) -> str:
+        mode, count = SeriesOptions.parse_participants(value)
+        return f"worst:{count}" if mode == "worst" else mode
+
+    @field_validator("streams", mode="before")
+    @classmethod
+    def _streams(cls, value: Any) -> Any:
+        names = _split_ids(value)
+        if not isinstance(names, list):
+            return value
+        out: list[str] = []
+        for name in (str(n).lower() for n in names):
+            if name not in STREAM_SUFFIXES:
+                shown = repr(name) if name.isidentifier() and len(name) <= 32 else "a name"
+                raise ValueError(
+                    f"{shown} is not a stream; choose from {', '.join(STREAM_SUFFIXES)}"
+                )
+            if name not in out:
+                out.append(name)
+        if not out:
+            raise ValueError("name at least one stream")
+        return out
 
     @field_validator("plan", mode="before")
     @classmethod
@@ -243,6 +274,12 @@ class Settings(BaseSettings):
             labels=tuple(self.participant_labels),
             key=key.get_secret_value().encode("utf-8") if key is not None else None,
         )
+
+    @property
+    def series(self) -> SeriesOptions:
+        """Whose participant series /metrics shows, and which streams."""
+        mode, count = SeriesOptions.parse_participants(self.participant_series)
+        return SeriesOptions(mode, count, frozenset(self.streams))
 
     @property
     def limits(self) -> AccountLimits:

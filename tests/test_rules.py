@@ -35,6 +35,7 @@ EXPECTED_ALERTS = {
     "ZoomParticipantPoorAudio",
     "ZoomParticipantPoorVideo",
     "ZoomMeetingDegraded",
+    "ZoomMeetingPoorAudioMos",
 }
 
 

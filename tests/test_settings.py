@@ -288,3 +288,34 @@ def test_cli_privacy_settings_errors_exit_2(env: dict[str, str], named: str) -> 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0]
     assert "tiny-secret" not in result.stderr + result.stdout
+
+
+def test_participant_series_and_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    default = load_settings({"demo": True}).series
+    assert (default.participants, default.streams) == ("all", frozenset({"input", "output"}))
+    monkeypatch.setenv("ZOOM_EXPORTER_PARTICIPANT_SERIES", "Worst:20")
+    monkeypatch.setenv("ZOOM_EXPORTER_STREAMS", "input, output,device_to_rwg")
+    series = load_settings({"demo": True}).series
+    assert (series.participants, series.worst) == ("worst", 20)
+    assert series.streams == {"input", "output", "device_to_rwg"}
+    monkeypatch.setenv("ZOOM_EXPORTER_PARTICIPANT_SERIES", "none")
+    assert load_settings({"demo": True}).series.participants == "none"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ZOOM_EXPORTER_PARTICIPANT_SERIES": "worst:0"}, "ZOOM_EXPORTER_PARTICIPANT_SERIES: must"),
+        ({"ZOOM_EXPORTER_PARTICIPANT_SERIES": "top:5"}, "all, none or worst:N"),
+        ({"ZOOM_EXPORTER_STREAMS": "input,crc"}, "'crc' is not a stream; choose from input"),
+        ({"ZOOM_EXPORTER_STREAMS": ","}, "ZOOM_EXPORTER_STREAMS: name at least one stream"),
+    ],
+)
+def test_series_settings_refused(
+    env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"demo": True})
+    assert message in str(caught.value)

@@ -7,13 +7,20 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from exporter.metrics.collectors import registry_for
 from exporter.metrics.exposition import Exposition
-from exporter.metrics.snapshot import Snapshot, meeting_reading
+from exporter.metrics.snapshot import (
+    ParticipantReading,
+    SeriesOptions,
+    Snapshot,
+    StreamReading,
+    meeting_reading,
+)
 from exporter.polling.targets import MeetingTarget
 from exporter.zoom.models import Participant
 
@@ -28,7 +35,7 @@ def participants() -> list[Participant]:
 
 
 def snapshot() -> Snapshot:
-    reading = meeting_reading(TARGET, participants(), polled_at=1624564980.0)
+    reading = meeting_reading(TARGET, participants(), 1624564980.0, series=SeriesOptions())
     return Snapshot(meetings=(reading,))
 
 
@@ -105,7 +112,10 @@ def test_empty_and_garbage_values_yield_no_series() -> None:
     ):
         assert sample_value(text, name, **video) is None
     rwg = {"participant_id": "16778242", "media": "video", "stream": "device_to_rwg"}
-    assert sample_value(text, "zoom_participant_bitrate_bytes_per_second", **rwg) == 262500.0
+    assert sample_value(text, "zoom_participant_bitrate_bytes_per_second", **rwg) is None  # opt-in
+    every = Snapshot(meetings=(meeting_reading(TARGET, participants(), 0.0),))
+    every_text = Exposition.render(every).text.plain.decode()
+    assert sample_value(every_text, "zoom_participant_bitrate_bytes_per_second", **rwg) == 262500.0
     assert (
         sample_value(text, "zoom_participant_wifi_rssi_dbm", participant_id="16778242", stat="min")
         == -63
@@ -166,13 +176,8 @@ def test_registry_describes_only_this_snapshot() -> None:
     assert samples == []
 
 
-def test_renderer_matches_prometheus_client() -> None:
-    """Our lean formatter is byte-identical to prometheus_client's, escaping included."""
-    from prometheus_client import generate_latest
-    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
-
-    from exporter.metrics.exposition import format_exposition
-
+def _odd_snapshot(series: SeriesOptions | None = None) -> Snapshot:
+    """The golden page with every stream, odd labels and edge values."""
     tricky = Participant.model_validate(
         {
             "user_id": 'p"1\\x',
@@ -182,15 +187,57 @@ def test_renderer_matches_prometheus_client() -> None:
             ],
         }
     )
-    base = snapshot()
-    extra = meeting_reading(
-        MeetingTarget("webinar", "w1", "w1", topic='Q&A \\ "all"'), [tricky], 7e-7
+    edge = ParticipantReading(
+        "edge",
+        (("user_name", ""),),
+        -0.0,
+        1e22,
+        (
+            StreamReading("audio", "input", -0.0, 0.0, 1.5e-7, 1e-300, 123456.0, mos=4.4),
+            StreamReading("video", "output", 1234567.0, 1624564981.5, 2.0, 0.0, -0.0, 0, 1, 0.5),
+        ),
+        (("zoom", "avg", -0.0),),
+        (("min", -5e9),),
     )
-    snap = Snapshot(meetings=(*base.meetings, extra))
+    base = meeting_reading(TARGET, participants(), 1624564980.0, series=series)
+    extra = meeting_reading(
+        MeetingTarget("webinar", "w1", "w1", topic='Q&A \\ "all"'), [tricky], 7e-7, series=series
+    )
+    hidden = series is not None and series.participants == "none"
+    edges = replace(
+        extra,
+        target=MeetingTarget("meeting", "e", "e"),
+        participants=(edge,),
+        exported=() if hidden else None,
+    )
+    return Snapshot(meetings=(base, extra, edges))
+
+
+@pytest.mark.parametrize(
+    "series",
+    [
+        None,
+        SeriesOptions(),
+        SeriesOptions("worst", 2),
+        SeriesOptions("none", streams=frozenset({"device_to_rwg"})),
+    ],
+)
+def test_renderer_matches_prometheus_client(series: SeriesOptions | None) -> None:
+    """Our renderer, straight from the snapshot, is byte-identical to prometheus_client over
+    the collectors' families, escaping and edge values included, in every mode."""
+    from prometheus_client import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    from exporter.metrics.exposition import format_exposition
+
+    snap = _odd_snapshot(series)
     registry = registry_for(snap)
+    exposition = Exposition.render(snap)
+    assert exposition.text.plain == generate_latest(registry)
+    assert exposition.openmetrics.plain + b"# EOF\n" == generate_openmetrics(registry)
+    # the generic formatter (used for the self-metrics) too
     assert format_exposition(registry.collect()) == generate_latest(registry)
-    openmetrics = format_exposition(registry.collect(), openmetrics=True)
-    assert openmetrics == generate_openmetrics(registry)
+    assert format_exposition(registry.collect(), openmetrics=True) == generate_openmetrics(registry)
 
 
 @pytest.mark.parametrize(

@@ -233,11 +233,47 @@ def test_bitrate_bands_in_bytes_per_second(kbps: float, band: str, quality: str)
     assert status_page.bitrate_band(kbps * 1000 / 8) == (band, quality)
 
 
-def test_bitrate_does_not_decide_quality_but_is_coloured() -> None:
-    muted = _participant("1", "Ann", bitrate=2_000.0)  # 16 kbps: "very bad"
+def test_bitrate_does_not_decide_quality_and_only_video_is_banded() -> None:
+    muted = _participant("1", "Ann", bitrate=2_000.0)  # 16 kbps: "very bad" for video
     html = render_page(_meeting("meeting", "1", "t", muted))
     assert parse(html).meetings[0]["participants"] == [("1", "good")]
+    assert '<span class="q q-plain" title="lowest bitrate">16 kbps</span>' in html
+    assert "q-poor" not in html.split("</style>")[1].split('class="legend"')[0]
+    frozen = _participant("2", "Bo", bitrate=2_000.0, media="video")
+    html = render_page(_meeting("meeting", "1", "t", frozen))
+    assert parse(html).meetings[0]["participants"] == [("2", "good")]
     assert '<span class="q q-poor" title="lowest bitrate: very bad">16 kbps</span>' in html
+
+
+def test_normal_audio_is_good_and_the_rule_is_stated() -> None:
+    """Normal audio (40 kbps, 80 ms, 6 ms, 0.3 %) is good: its bitrate is no judgement."""
+    stream = StreamReading("audio", "input", 5_000.0, 0.08, 0.006, 0.003, 0.019, mos=4.28)
+    person = ParticipantReading("1", (("user_name", "Ann"),), None, None, (stream,), (), ())
+    html = render_page(_meeting("meeting", "1", "t", person))
+    assert parse(html).meetings[0]["participants"] == [("1", "good")]
+    assert '<span class="q q-good" title="lowest estimated MOS">MOS 4.3</span>' in html
+    assert "Audio is also judged by its estimated MOS" in html
+    assert "Bitrate decides nothing" in html
+
+
+@pytest.mark.parametrize(
+    ("mos", "quality"), [(4.0, "good"), (3.99, "fair"), (3.6, "fair"), (3.59, "poor")]
+)
+def test_audio_mos_decides_quality(mos: float, quality: str) -> None:
+    stream = StreamReading("audio", "input", 5_000.0, 0.05, 0.005, 0.0, 0.0, mos=mos)
+    person = ParticipantReading("1", (("user_name", "Ann"),), None, None, (stream,), (), ())
+    html = render_page(_meeting("meeting", "1", "t", person))
+    assert parse(html).meetings[0]["participants"] == [("1", quality)]
+
+
+def test_a_huge_meeting_shows_its_worst_rows() -> None:
+    people = [_participant(str(i), f"P{i}") for i in range(status_page.MAX_ROWS + 5)]
+    people.append(_participant("bad", "Worst", loss=0.05))
+    html = render_page(_meeting("webinar", "1", "t", *people))
+    rows = parse(html).meetings[0]["participants"]
+    assert len(rows) == status_page.MAX_ROWS
+    assert rows[0] == ("bad", "poor")
+    assert "and 6 more" in html
 
 
 def test_participant_without_qos_is_unknown() -> None:

@@ -16,12 +16,35 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporter.metrics.snapshot import Snapshot, StreamReading
+from exporter.metrics.quality import QUALITIES
+from exporter.metrics.snapshot import Snapshot, StreamAggregate, StreamReading
 from exporter.zoom.models import KINDS
 
 REFRESH: Final = " Refreshed each poll cycle."
 PARTICIPANT_LABELS: Final = ["kind", "meeting_id", "participant_id"]
 STREAM_LABELS: Final = [*PARTICIPANT_LABELS, "media", "stream"]
+MEETING_LABELS: Final = ["kind", "meeting_id"]
+MOS_HELP: Final = (
+    "Estimated MOS (1 to 4.5) of an audio stream from its latency, jitter and average loss, by "
+    "the simplified ITU-T G.107 E-model (codec impairment 0, jitter buffer twice the jitter)."
+)
+
+# (metric name, help, StreamAggregate attribute) for the meeting-level stats (p50, p95, max).
+MEETING_STATS: Final = (
+    ("zoom_meeting_qos_latency_seconds", "Stream latency in seconds", "latency_seconds"),
+    ("zoom_meeting_qos_jitter_seconds", "Stream jitter in seconds", "jitter_seconds"),
+    (
+        "zoom_meeting_qos_packet_loss_ratio",
+        "Average packet loss as a ratio (0 to 1)",
+        "avg_loss_ratio",
+    ),
+    (
+        "zoom_meeting_qos_bitrate_bytes_per_second",
+        "Stream bitrate in bytes per second",
+        "bitrate_bytes",
+    ),
+)
+STATS: Final = ("p50", "p95", "max")
 
 # (metric name, help, StreamReading attribute) for the one-value-per-stream gauges.
 _STREAM_GAUGES: Final = (
@@ -61,6 +84,11 @@ class ParticipantCollector:
             attr: GaugeMetricFamily(name, text + REFRESH, labels=STREAM_LABELS)
             for name, text, attr in _STREAM_GAUGES
         }
+        mos = GaugeMetricFamily(
+            "zoom_participant_audio_mos_estimate",
+            MOS_HELP + REFRESH,
+            labels=[*PARTICIPANT_LABELS, "stream"],
+        )
         loss = GaugeMetricFamily(
             "zoom_participant_packet_loss_ratio",
             "Packet loss as a ratio (0 to 1), average or maximum over the sample." + REFRESH,
@@ -93,7 +121,7 @@ class ParticipantCollector:
         )
         for meeting in self._snapshot.meetings:
             kind, mid = meeting.target.kind, meeting.target.meeting_id
-            for p in meeting.participants:
+            for p in meeting.exported_participants:
                 base = [kind, mid, p.participant_id]
                 info.add_metric(base, dict(p.info))
                 if p.sample_timestamp is not None:
@@ -102,12 +130,14 @@ class ParticipantCollector:
                     join_ts.add_metric(base, p.join_timestamp)
                 for s in p.streams:
                     _add_stream(stream_families, loss, [*base, s.media, s.stream], s)
+                    if s.mos is not None:
+                        mos.add_metric([*base, s.stream], s.mos)
                 for process, stat, value in p.cpu:
                     cpu.add_metric([*base, process, stat], value)
                 for stat, value in p.wifi_rssi:
                     rssi.add_metric([*base, stat], value)
         yield from stream_families.values()
-        yield from (loss, cpu, rssi, sample_ts, join_ts, info)
+        yield from (loss, mos, cpu, rssi, sample_ts, join_ts, info)
 
 
 def _add_stream(
@@ -152,19 +182,72 @@ class MeetingCollector:
         meetings = GaugeMetricFamily(
             "zoom_meetings", "Meetings or webinars being exported." + REFRESH, labels=["kind"]
         )
+        by_quality = GaugeMetricFamily(
+            "zoom_meeting_participants_by_quality",
+            "Live participants by quality (good, fair, poor), by the status page's rule: the "
+            "worst of latency, jitter, average loss and audio MOS over their streams." + REFRESH,
+            labels=[*labels, "quality"],
+        )
+        stats = [
+            (
+                GaugeMetricFamily(
+                    name,
+                    f"{text}: p50, p95 and max across the meeting's participants." + REFRESH,
+                    labels=[*labels, "media", "stream", "stat"],
+                ),
+                attr,
+            )
+            for name, text, attr in MEETING_STATS
+        ]
+        mos = GaugeMetricFamily(
+            "zoom_meeting_audio_mos_estimate",
+            "Estimated audio MOS (1 to 4.5) across the meeting's participants: p5 and min. "
+            "See zoom_participant_audio_mos_estimate." + REFRESH,
+            labels=[*labels, "stream", "stat"],
+        )
         counts = dict.fromkeys(KINDS, 0)
         for meeting in self._snapshot.meetings:
             t = meeting.target
+            base = [t.kind, t.meeting_id]
             counts[t.kind] += 1
-            participants.add_metric([t.kind, t.meeting_id], len(meeting.participants))
+            participants.add_metric(base, len(meeting.participants))
             info.add_metric(
-                [t.kind, t.meeting_id],
-                {"topic": t.topic, "uuid": t.uuid, "host": t.host, "source": t.source},
+                base, {"topic": t.topic, "uuid": t.uuid, "host": t.host, "source": t.source}
             )
-            last_poll.add_metric([t.kind, t.meeting_id], meeting.polled_at)
+            last_poll.add_metric(base, meeting.polled_at)
+            quality = meeting.quality
+            for name in QUALITIES:
+                by_quality.add_metric([*base, name], getattr(quality, name))
+            for family, attr in stats:
+                for aggregate in quality.streams:
+                    _add_stats(family, [*base, aggregate.media, aggregate.stream], aggregate, attr)
+            for aggregate in quality.streams:
+                if aggregate.mos is not None:
+                    for stat, value in zip(("p5", "min"), aggregate.mos, strict=True):
+                        mos.add_metric([*base, aggregate.stream, stat], value)
         for kind, count in counts.items():
             meetings.add_metric([kind], count)
-        yield from (meetings, participants, info, last_poll)
+        dropped = GaugeMetricFamily(
+            "zoom_exporter_series_dropped",
+            "Participant series left out of /metrics by ZOOM_EXPORTER_PARTICIPANT_SERIES "
+            "(reason participants) and ZOOM_EXPORTER_STREAMS (reason streams)." + REFRESH,
+            labels=["reason"],
+        )
+        people, streams = self._snapshot.dropped()
+        dropped.add_metric(["participants"], people)
+        dropped.add_metric(["streams"], streams)
+        yield from (meetings, participants, info, last_poll, by_quality)
+        yield from (family for family, _attr in stats)
+        yield from (mos, dropped)
+
+
+def _add_stats(
+    family: GaugeMetricFamily, labels: list[str], aggregate: StreamAggregate, attr: str
+) -> None:
+    values = getattr(aggregate, attr)
+    if values is not None:
+        for stat, value in zip(STATS, values, strict=True):
+            family.add_metric([*labels, stat], value)
 
 
 def registry_for(snapshot: Snapshot) -> CollectorRegistry:

@@ -114,6 +114,7 @@ class SnapshotStore:
         self.dropped = dropped if dropped is not None else Drops()
         self._clock = clock
         self.published_at: float | None = None  # monotonic time of the last publish
+        self.generation = 0  # one more at each publish: what caches of the page compare
 
     @property
     def snapshot(self) -> Snapshot:
@@ -121,10 +122,16 @@ class SnapshotStore:
 
     async def publish(self, snapshot: Snapshot, health: Health) -> None:
         exposition = await in_daemon_thread(lambda: render_safely(snapshot, self.dropped))
+        previous = [self.exposition]
         self.exposition, self.health = exposition, health
         self.published_at = self._clock.monotonic()
+        self.generation += 1
         if health.complete_cycles > 0:
             self.ready.set()
+        # The previous snapshot is freed in a worker thread, not on the event loop (a scrape
+        # still writing its bytes holds only those). Its readings outlive it in the poller
+        # when they were kept, and are freed with the next one otherwise.
+        await in_daemon_thread(previous.clear)
 
     def overdue(self) -> float | None:
         """Seconds since the last publish, when that is longer than `stale_after` the interval

@@ -5,16 +5,12 @@ Handlers only read the current pre-rendered snapshot: a scrape never calls Zoom.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from exporter.metrics.exposition import (
-    OPENMETRICS_CONTENT_TYPE,
-    TEXT_CONTENT_TYPE,
-    wants_gzip,
-    wants_openmetrics,
-)
+from exporter.metrics.exposition import negotiate, wants_gzip
 from exporter.metrics.selfmetrics import SelfMetrics
 from exporter.metrics.store import SnapshotStore
 from exporter.web import status_page
@@ -23,41 +19,74 @@ from exporter.web.webconfig import WebConfig, middlewares
 # Reloads the configuration; returns None, or why it failed.
 Reloader = Callable[[], Awaitable[str | None]]
 
+WRITE_SLICE = 64 * 1024  # bytes per write of a /metrics body: aiohttp drains above this
 STORE = web.AppKey("store", SnapshotStore)
 TELEMETRY_PATH = web.AppKey("telemetry_path", str)
 SELF_METRICS = web.AppKey("self_metrics", SelfMetrics)
 RELOAD: web.AppKey[Reloader] = web.AppKey("reload")
 
 
+class StatusPages:
+    """The landing page of the current snapshot and health, rendered once, in a worker thread
+    (at 10,000 participants it is a few hundred ms of CPU that must not stall the event loop);
+    concurrent requests wait for the same render."""
+
+    def __init__(self) -> None:
+        self._key: tuple[object, object] | None = None
+        self._page: asyncio.Future[str] | None = None
+
+    async def page(self, store: SnapshotStore, telemetry_path: str) -> str:
+        key = (store.exposition, store.health)
+        if (
+            self._page is None
+            or self._key is None
+            or self._key[0] is not key[0]
+            or (self._key[1] is not key[1])
+        ):
+            self._key = key
+            self._page = asyncio.ensure_future(
+                asyncio.to_thread(status_page.render, store.snapshot, store.health, telemetry_path)
+            )
+        return await asyncio.shield(self._page)
+
+
+def _differ(old: object, new: object) -> bool:
+    return old is not new
+
+
+STATUS_PAGES = web.AppKey("status_pages", StatusPages)
+
+
 async def metrics(request: web.Request) -> web.StreamResponse:
     """The cached QoS of the last cycle, then the live self-metrics; never a call to Zoom."""
-    exposition = request.app[STORE].exposition
-    openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
+    openmetrics, content_type = negotiate(request.headers.get("Accept", ""))
     compressed = wants_gzip(request.headers.get("Accept-Encoding", ""))
     own = request.app.get(SELF_METRICS)
     tail = own.render(openmetrics=openmetrics) if own is not None else b""
     if openmetrics and own is None:
         tail = b"# EOF\n"
-    cached, rest = exposition.form(openmetrics=openmetrics).parts(tail, compressed=compressed)
+    form = request.app[STORE].exposition.form(openmetrics=openmetrics)  # bytes only: no snapshot
+    parts = form.parts(tail, compressed=compressed)
+    del form
     response = web.StreamResponse(
-        headers={
-            "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
-            "Vary": "Accept, Accept-Encoding",
-        }
+        headers={"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     )
     if compressed:
         response.headers["Content-Encoding"] = "gzip"
-    response.content_length = len(cached) + len(rest)
+    response.content_length = sum(map(len, parts))
     await response.prepare(request)
-    await response.write(cached)
-    await response.write(rest)
+    for part in parts:
+        # In slices: what the socket does not take at once is copied into the transport's
+        # buffer, and 50 scrapes at a time would each hold a copy of their largest part.
+        view = memoryview(part)
+        for start in range(0, len(view), WRITE_SLICE):
+            await response.write(view[start : start + WRITE_SLICE])
     await response.write_eof()
     return response
 
 
 async def landing(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    html = status_page.render(store.snapshot, store.health, request.app[TELEMETRY_PATH])
+    html = await request.app[STATUS_PAGES].page(request.app[STORE], request.app[TELEMETRY_PATH])
     return web.Response(text=html, content_type="text/html")
 
 
@@ -99,6 +128,7 @@ def create_app(
     app = web.Application(middlewares=middlewares(web_config or WebConfig()))
     app[STORE] = store
     app[TELEMETRY_PATH] = telemetry_path
+    app[STATUS_PAGES] = StatusPages()
     if self_metrics is not None:
         app[SELF_METRICS] = self_metrics
     if reloader is not None:

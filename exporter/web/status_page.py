@@ -4,50 +4,54 @@ It is for people who have no Grafana yet. No JavaScript: the page reloads itself
 `<meta http-equiv="refresh">`. Rendering is pure (no I/O, no clock): everything comes from
 the snapshot, and every string that Zoom provides is HTML-escaped.
 
-Quality follows Zoom's guidance, the same numbers as deploy/prometheus/zoom.rules.yml and the
-Grafana dashboards: latency above 150 ms, jitter above 40 ms or average packet loss above 2 %
-is poor; above 120 ms, 30 ms or 1.5 % (close to the limit) is fair. Bitrate is shown in the
-bands of Zoom's network indicator but does not decide a participant's quality (a muted
-microphone sends little).
+Quality is judged by exporter/metrics/quality.py, the rule behind
+`zoom_meeting_participants_by_quality` too: latency, jitter and average packet loss for every
+media, and the estimated MOS for audio. Video and screen-share bitrate is shown in the bands of
+Zoom's network indicator (they are for video); audio bitrate is shown plain. Bitrate never
+decides a participant's quality (a muted microphone sends little).
+
+A meeting shows its worst MAX_ROWS participants (the webinar of 10,000 would be a page nobody
+reads, and costly to build); the counts above the table cover everyone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
-from typing import Final, Literal
+from typing import Final
 
 from exporter import __version__
+from exporter.metrics.quality import (
+    JITTER,
+    LATENCY,
+    LOSS,
+    MOS,
+    Quality,
+    Thresholds,
+    media_quality,
+    participant_quality,
+)
+from exporter.metrics.quality import RANK as _RANK
 from exporter.metrics.snapshot import MeetingReading, ParticipantReading, Snapshot, StreamReading
 from exporter.polling.health import Health
 
-Quality = Literal["good", "fair", "poor", "unknown"]
-_RANK: Final[dict[Quality, int]] = {"unknown": 0, "good": 1, "fair": 2, "poor": 3}
+__all__ = [
+    "JITTER",
+    "LATENCY",
+    "LOSS",
+    "MOS",
+    "Quality",
+    "Thresholds",
+    "bitrate_band",
+    "media_quality",
+    "participant_quality",
+    "render",
+]
+
 REFRESH_SECONDS: Final = 30
+MAX_ROWS: Final = 100  # participants shown per meeting, worst first
 
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Above `fair` a value is fair, above `poor` it is poor (Zoom's guidance)."""
-
-    fair: float
-    poor: float
-
-    def judge(self, value: float | None) -> Quality:
-        if value is None:
-            return "unknown"
-        if value > self.poor:
-            return "poor"
-        if value > self.fair:
-            return "fair"
-        return "good"
-
-
-LATENCY: Final = Thresholds(fair=0.120, poor=0.150)  # seconds
-JITTER: Final = Thresholds(fair=0.030, poor=0.040)  # seconds
-LOSS: Final = Thresholds(fair=0.015, poor=0.02)  # ratio of the sample's average loss
 
 # Zoom's network-indicator bands. The exporter stores bitrate in bytes per second:
 # 72 kbps = 72_000 / 8 = 9_000 B/s. (upper bound in B/s, band name, quality)
@@ -85,6 +89,7 @@ th { background: #f6f8fa; }
 .q-fair { background: #fff1c2; color: #7d4e00; }
 .q-poor { background: #ffd8d3; color: #a40e26; font-weight: 600; }
 .q-unknown { background: #eaeef2; color: #57606a; }
+.q-plain { background: #f6f8fa; color: #1f2328; }
 td.media span { display: inline-block; margin: 0 .15rem .15rem 0; }
 .badge { display: inline-block; min-width: 3rem; text-align: center; font-weight: 600; }
 .state-up { color: #116329; } .state-down { color: #a40e26; }
@@ -92,10 +97,6 @@ td.media span { display: inline-block; margin: 0 .15rem .15rem 0; }
   padding: .5rem 1rem; }
 .legend { font-size: .85rem; color: #57606a; }
 """
-
-
-def _worst(qualities: Iterable[Quality]) -> Quality:
-    return max(qualities, key=_RANK.__getitem__, default="unknown")
 
 
 def bitrate_band(bytes_per_second: float | None) -> tuple[str, Quality]:
@@ -118,23 +119,6 @@ def _max(values: list[float]) -> float | None:
     return max(values) if values else None
 
 
-def media_quality(streams: Iterable[StreamReading]) -> Quality:
-    """Worst of latency, jitter and average loss over the given streams."""
-    streams = list(streams)
-    return _worst(
-        (
-            LATENCY.judge(_max(_values(streams, lambda s: s.latency_seconds))),
-            JITTER.judge(_max(_values(streams, lambda s: s.jitter_seconds))),
-            LOSS.judge(_max(_values(streams, lambda s: s.avg_loss_ratio))),
-        )
-    )
-
-
-def participant_quality(participant: ParticipantReading) -> Quality:
-    """Worst quality over every stream of the participant; unknown without QoS values."""
-    return media_quality(participant.streams)
-
-
 def _info(participant: ParticipantReading) -> dict[str, str]:
     return dict(participant.info)
 
@@ -142,6 +126,11 @@ def _info(participant: ParticipantReading) -> dict[str, str]:
 def _span(quality: Quality, text: str, title: str = "") -> str:
     title_attr = f' title="{escape(title)}"' if title else ""
     return f'<span class="q q-{quality}"{title_attr}>{escape(text)}</span>'
+
+
+def _span_plain(text: str, title: str) -> str:
+    """A value shown without a judgement."""
+    return f'<span class="q q-plain" title="{escape(title)}">{escape(text)}</span>'
 
 
 def _ms(seconds: float) -> str:
@@ -164,6 +153,8 @@ def _stream_title(stream: StreamReading) -> str:
         parts.append(f"jitter {_ms(stream.jitter_seconds)}")
     if stream.avg_loss_ratio is not None:
         parts.append(f"loss {_percent(stream.avg_loss_ratio)}")
+    if stream.mos is not None:
+        parts.append(f"MOS {stream.mos:.2f}")
     if stream.bitrate_bytes is not None:
         parts.append(_kbps(stream.bitrate_bytes))
     if stream.width_pixels and stream.height_pixels:
@@ -198,10 +189,16 @@ def _media_cell(streams: list[StreamReading]) -> str:
     loss = _max(_values(streams, lambda s: s.avg_loss_ratio))
     if loss is not None:
         spans.append(_span(LOSS.judge(loss), _percent(loss) + " loss", "worst average loss"))
+    mos = _values(streams, lambda s: s.mos)
+    if mos:
+        spans.append(_span(MOS.judge(min(mos)), f"MOS {min(mos):.1f}", "lowest estimated MOS"))
     rates = _values(streams, lambda s: s.bitrate_bytes)
     if rates:
-        band, quality = bitrate_band(min(rates))
-        spans.append(_span(quality, _kbps(min(rates)), f"lowest bitrate: {band}"))
+        if any(s.media == "audio" for s in streams):  # the bands are for video
+            spans.append(_span_plain(_kbps(min(rates)), "lowest bitrate"))
+        else:
+            band, quality = bitrate_band(min(rates))
+            spans.append(_span(quality, _kbps(min(rates)), f"lowest bitrate: {band}"))
     quality = media_quality(streams)
     return (
         f'<td class="media" data-quality="{quality}" title="{escape(title)}">'
@@ -259,9 +256,15 @@ def _meeting_section(meeting: MeetingReading) -> str:
             "<th>Device · network</th>",
         )
     )
-    rows = "".join(_participant_row(p) for p in sorted(meeting.participants, key=_sort_key))
+    ordered = sorted(meeting.participants, key=_sort_key)
+    rows = "".join(_participant_row(p) for p in ordered[:MAX_ROWS])
     if not rows:
         rows = f'<tr><td colspan="{len(MEDIA) + 3}">No participants with QoS data.</td></tr>'
+    elif len(ordered) > MAX_ROWS:
+        rows += (
+            f'<tr class="more"><td colspan="{len(MEDIA) + 3}">and {len(ordered) - MAX_ROWS:,} '
+            "more in better or equal condition (see the Grafana dashboards)</td></tr>"
+        )
     host = f" · host {escape(target.host)}" if target.host else ""
     tally = " ".join(_span(q, f"{counts[q]} {q}") for q in ("poor", "fair", "good"))
     return (
@@ -326,9 +329,12 @@ def _legend() -> str:
         '<p class="legend">Quality per Zoom\'s guidance: '
         f"{_span('good', 'good')} latency ≤ 120 ms, jitter ≤ 30 ms, loss ≤ 1.5 %; "
         f"{_span('fair', 'fair')} up to 150 ms, 40 ms, 2 %; "
-        f"{_span('poor', 'poor')} beyond. A participant's quality is its worst stream. "
-        "Bitrate bands (Zoom network indicator): &lt; 72 kbps very bad, &lt; 128 bad, "
-        "&lt; 180 not good, &lt; 320 normal, &lt; 640 good. Hover a cell for every stream.</p>"
+        f"{_span('poor', 'poor')} beyond. Audio is also judged by its estimated MOS "
+        "(ITU-T G.107 E-model from latency, jitter and loss): good from 4.0, fair from 3.6, "
+        "poor below. A participant's quality is its worst stream. Bitrate decides nothing: "
+        "audio bitrate is shown plain; video and screen-share bitrate in Zoom's network-"
+        "indicator bands (&lt; 72 kbps very bad, &lt; 128 bad, &lt; 180 not good, &lt; 320 "
+        "normal, &lt; 640 good). Hover a cell for every stream.</p>"
     )
 
 
