@@ -282,9 +282,9 @@ async def measure(args: argparse.Namespace, mock: MockApi) -> dict[str, Any]:
 
     from exporter.daemon import GIL_SWITCH_INTERVAL
     from exporter.metrics.selfmetrics import SelfMetrics
-    from exporter.metrics.snapshot import SeriesOptions
     from exporter.metrics.store import SnapshotStore
     from exporter.polling.poller import Poller, PollSettings
+    from exporter.series import SeriesOptions
     from exporter.web.app import create_app
     from exporter.zoom.client import ZoomClient
 

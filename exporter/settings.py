@@ -18,7 +18,6 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from exporter.metrics.snapshot import DEFAULT_STREAMS, SeriesOptions
 from exporter.privacy import (
     DEFAULT_PARTICIPANT_LABELS,
     MIN_KEY_LENGTH,
@@ -26,6 +25,7 @@ from exporter.privacy import (
     PARTICIPANT_LABELS,
     ParticipantPrivacy,
 )
+from exporter.series import DEFAULT_STREAMS, SeriesOptions
 from exporter.zoom.limits import PLANS
 from exporter.zoom.models import STREAM_SUFFIXES
 

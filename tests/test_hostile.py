@@ -265,10 +265,10 @@ async def test_a_participant_that_fails_to_build_is_dropped_counted_and_logged_o
 
     original = snapshot.participant_reading
 
-    def buggy(participant: Any, privacy: Any = snapshot.DEFAULT_PRIVACY) -> Any:
+    def buggy(participant: Any, *args: Any) -> Any:
         if participant.user_id == f"{VICTIM}-1":
             raise OverflowError("a bug")
-        return original(participant, privacy)
+        return original(participant, *args)
 
     monkeypatch.setattr(snapshot, "participant_reading", buggy)
     r = rig(zoom, session, clock)
@@ -288,16 +288,16 @@ async def test_a_meeting_that_fails_to_render_is_dropped_not_the_snapshot(
     clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from exporter.metrics import collectors
+    from exporter.metrics import exposition as renderer
 
-    original = collectors._add_stream
+    original = renderer._q
 
-    def buggy(families: Any, loss: Any, labels: list[str], reading: Any) -> None:
-        if labels[1] == VICTIM:
+    def buggy(value: str) -> str:  # a bug on the victim's participants, wherever it shows
+        if value.startswith(f"{VICTIM}-"):
             raise UnicodeEncodeError("utf-8", "x", 0, 1, "a bug")
-        original(families, loss, labels, reading)
+        return original(value)
 
-    monkeypatch.setattr(collectors, "_add_stream", buggy)
+    monkeypatch.setattr(renderer, "_q", buggy)
     r = rig(zoom, session, clock)
     report = await r.cycle()
     assert report.health.state == "ok"

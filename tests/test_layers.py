@@ -22,8 +22,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("exporter.zoom.auth",),
     ("exporter.zoom.transport",),
     ("exporter.zoom.client",),
-    ("exporter.settings", "exporter.privacy"),
+    ("exporter.settings", "exporter.privacy", "exporter.series"),
     ("exporter.polling.targets", "exporter.polling.planner", "exporter.polling.health"),
+    ("exporter.metrics.mos", "exporter.metrics.quality"),
     ("exporter.metrics.snapshot",),
     ("exporter.polling.poller",),
     ("exporter.metrics.collectors", "exporter.metrics.exposition"),
@@ -43,9 +44,19 @@ def module_name(path: Path) -> str:
 
 
 def imports(path: Path) -> set[str]:
-    """The exporter modules `path` imports (a package import names its modules too)."""
+    """The exporter modules `path` imports at run time (a package import names its modules
+    too)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {  # `if TYPE_CHECKING:` imports are for the type checker, not the runtime
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for inner in ast.walk(node)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("exporter")}
         elif (

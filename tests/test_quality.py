@@ -12,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.metrics.exposition import Exposition
 from exporter.metrics.mos import audio_mos, mos_from_r, r_factor
 from exporter.metrics.quality import participant_quality
-from exporter.metrics.snapshot import SeriesOptions, Snapshot, meeting_reading, worst_first
+from exporter.metrics.snapshot import Snapshot, meeting_reading, worst_first
 from exporter.polling.targets import MeetingTarget
+from exporter.series import SeriesOptions
 from exporter.zoom.models import Participant
 
 TARGET = MeetingTarget("meeting", "1", "1", topic="t")

@@ -15,9 +15,9 @@ import pytest
 
 from conftest import ROOT
 from exporter.daemon import GIL_SWITCH_INTERVAL
-from exporter.metrics.snapshot import SeriesOptions
 from exporter.metrics.store import SnapshotStore
 from exporter.polling.poller import LARGE_MEETING, Poller, PollSettings
+from exporter.series import SeriesOptions
 from exporter.web.app import create_app
 from exporter.zoom.client import ZoomClient
 

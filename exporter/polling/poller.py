@@ -32,11 +32,12 @@ from typing import Any, Protocol
 
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.logfmt import kv
-from exporter.metrics.snapshot import MeetingReading, SeriesOptions, Snapshot, meeting_reading
+from exporter.metrics.snapshot import MeetingReading, Snapshot, meeting_reading
 from exporter.polling.health import UP_STATES, BudgetReading, Health
 from exporter.polling.planner import Candidate, can_discover, pages_for, plan_cycle
 from exporter.polling.targets import MeetingTarget, discovered_target, merge_targets
 from exporter.privacy import DEFAULT_PRIVACY, ParticipantPrivacy
+from exporter.series import SeriesOptions
 from exporter.zoom.auth import OAUTH_ENDPOINT
 from exporter.zoom.client import (
     DISCOVERY_PAGE_SIZE,
