@@ -411,6 +411,10 @@ class _View:
         expiry: float | None = self.zoom.token.expires_at
         return expiry
 
+    def overdue(self) -> float | None:
+        overdue: float | None = self.store.overdue()
+        return overdue
+
 
 def renderer_ratio(snapshot: Any) -> dict[str, float]:
     """Our text and OpenMetrics renderers against prometheus_client's on the same families
