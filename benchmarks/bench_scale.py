@@ -474,7 +474,13 @@ def table(r: dict[str, Any]) -> str:
             "/metrics p50 / p99 under load",
             f"{r['scrape_p50_seconds'] * 1000:.0f} / "
             f"{r['scrape_p99_seconds'] * 1000:.0f} ms "
-            f"({r['scrapes']} scrapes, {r['load_cycles']} cycles)",
+            f"({r['scrapes']} scrapes, {r['load_cycles']} cycles, each scraper every "
+            f"{r['scrape_interval']:g} s)",
+        ),
+        (
+            "CPU during the load (exporter, scrapers)",
+            f"{r['exporter_load_cpu_seconds']:.1f} s, {r['scrapers_cpu_seconds']:.1f} s in "
+            f"{r['load_seconds']:g} s, {os.cpu_count()} cores",
         ),
         (
             "renderer vs prometheus_client",
