@@ -281,7 +281,7 @@ async def measure(args: argparse.Namespace, mock: MockApi) -> dict[str, Any]:
     from pydantic import SecretStr
 
     from exporter.daemon import GIL_SWITCH_INTERVAL
-    from exporter.metrics.selfmetrics import SelfMetrics
+    from exporter.metrics.selfmetrics import SelfMetrics, StoreView
     from exporter.metrics.store import SnapshotStore
     from exporter.polling.poller import Poller, PollSettings
     from exporter.series import SeriesOptions
@@ -306,7 +306,7 @@ async def measure(args: argparse.Namespace, mock: MockApi) -> dict[str, Any]:
         store = SnapshotStore()
         settings = PollSettings(interval=1.0, series=SeriesOptions(mode, count, streams))
         poller = Poller(client, store, settings)
-        view = _View(store, client)
+        view = StoreView(store, client.telemetry, client.token)
         runner = web.AppRunner(create_app(store, self_metrics=SelfMetrics(view)), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -390,30 +390,6 @@ async def measure(args: argparse.Namespace, mock: MockApi) -> dict[str, Any]:
             ticker.stop()
             await runner.cleanup()
     return result
-
-
-@dataclass
-class _View:
-    store: Any
-    zoom: Any
-    config_reload: tuple[bool, float | None] = (True, None)
-
-    @property
-    def health(self) -> Any:
-        return self.store.health
-
-    @property
-    def telemetry(self) -> Any:
-        return self.zoom.telemetry
-
-    @property
-    def token_expiry(self) -> float | None:
-        expiry: float | None = self.zoom.token.expires_at
-        return expiry
-
-    def overdue(self) -> float | None:
-        overdue: float | None = self.store.overdue()
-        return overdue
 
 
 def renderer_ratio(snapshot: Any) -> dict[str, float]:

@@ -472,7 +472,7 @@ async def test_a_slow_meeting_cannot_hold_the_cycle_past_its_deadline(
 
 
 async def test_no_publish_for_too_long_turns_zoom_up_and_ready_down(aiohttp_client: Any) -> None:
-    from exporter.metrics.selfmetrics import SelfMetrics
+    from exporter.metrics.selfmetrics import SelfMetrics, StoreView
     from exporter.polling.health import Health
     from exporter.web.app import create_app
     from exporter.zoom.telemetry import ApiTelemetry
@@ -481,16 +481,8 @@ async def test_no_publish_for_too_long_turns_zoom_up_and_ready_down(aiohttp_clie
     store = SnapshotStore(clock=clock)
     telemetry = ApiTelemetry()
 
-    class View:
-        health = property(lambda self: store.health)
-        telemetry = property(lambda self: telemetry)
-        config_reload = (True, None)
-        token_expiry = None
-
-        def overdue(self) -> float | None:
-            return store.overdue()
-
-    http = await aiohttp_client(create_app(store, self_metrics=SelfMetrics(View())))
+    view = StoreView(store, telemetry)
+    http = await aiohttp_client(create_app(store, self_metrics=SelfMetrics(view)))
     health = Health(state="ok", up=True, complete_cycles=1, poll_interval_seconds=60.0)
     await store.publish(Snapshot(), health)
     assert (await http.get("/-/ready")).status == 200

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aiohttp
 import pytest
@@ -14,14 +13,11 @@ from prometheus_client.openmetrics.parser import (
 )
 
 from conftest import simulator, zoom_client
-from exporter.metrics.selfmetrics import SelfMetrics
+from exporter.metrics.selfmetrics import SelfMetrics, StoreView
 from exporter.metrics.store import SnapshotStore
-from exporter.polling.health import Health
 from exporter.polling.poller import Poller, PollSettings
 from exporter.simulator import Scenario, Simulator
 from exporter.web.app import create_app
-from exporter.zoom.client import ZoomClient
-from exporter.zoom.telemetry import ApiTelemetry
 
 
 @pytest.fixture
@@ -36,33 +32,9 @@ async def wired(sim: Simulator, aiohttp_client) -> AsyncIterator[tuple[TestClien
         zoom = zoom_client(session, sim.api_url, sim.oauth_url)
         store = SnapshotStore()
         poller = Poller(zoom, store, PollSettings(interval=60))
-        view = View(store, zoom)
+        view = StoreView(store, zoom.telemetry, zoom.token)
         http = await aiohttp_client(create_app(store, self_metrics=SelfMetrics(view)))
         yield http, poller
-
-
-@dataclass
-class View:
-    """What the daemon shows the self-metrics, for a store and a client without a daemon."""
-
-    store: SnapshotStore
-    zoom: ZoomClient
-    config_reload: tuple[bool, float | None] = (True, None)
-
-    @property
-    def health(self) -> Health:
-        return self.store.health
-
-    @property
-    def telemetry(self) -> ApiTelemetry:
-        return self.zoom.telemetry
-
-    @property
-    def token_expiry(self) -> float | None:
-        return self.zoom.token.expires_at
-
-    def overdue(self) -> float | None:
-        return self.store.overdue()
 
 
 async def test_ready_only_after_first_cycle(wired: tuple[TestClient, Poller]) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import platform
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Final, Protocol, cast
 
 from prometheus_client import (
@@ -30,7 +31,9 @@ from prometheus_client.core import (
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from exporter import build as build_info
+from exporter.metrics.store import SnapshotStore
 from exporter.polling.health import STATES, Health
+from exporter.zoom.auth import TokenProvider
 from exporter.zoom.limits import HEAVY, RESOURCE_INTENSIVE
 from exporter.zoom.telemetry import ApiTelemetry
 
@@ -54,6 +57,28 @@ class DaemonView(Protocol):
 
     def overdue(self) -> float | None:
         """Seconds since the last publish if polling looks stuck, else None."""
+
+
+@dataclass
+class StoreView:
+    """The DaemonView of a store and a client's telemetry without a daemon (tests, benchmarks):
+    no reload has happened, and the token is the client's, if any."""
+
+    store: SnapshotStore
+    telemetry: ApiTelemetry
+    token: TokenProvider | None = None
+    config_reload: tuple[bool, float | None] = (True, None)
+
+    @property
+    def health(self) -> Health:
+        return self.store.health
+
+    @property
+    def token_expiry(self) -> float | None:
+        return self.token.expires_at if self.token is not None else None
+
+    def overdue(self) -> float | None:
+        return self.store.overdue()
 
 
 class ExporterCollector:
