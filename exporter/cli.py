@@ -6,13 +6,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from exporter import __version__, daemon, logfmt, probe
-from exporter.settings import Settings, SettingsError, load_settings, settings_warnings
+from exporter import __version__, daemon, logfmt, probe, usage
+from exporter.settings import (
+    ENV_PREFIX,
+    Settings,
+    SettingsError,
+    load_settings,
+    settings_warnings,
+)
+from exporter.sources import unknown_names
 from exporter.web.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
@@ -34,6 +42,14 @@ _FLAG_FIELDS = {
     "demo.speed": "demo_speed",
     "web.max_connections": "web_max_connections",
 }
+# settings field -> the flag as typed, for errors and --help.
+FLAGS = {
+    **{field: "--" + dest.replace("_", "-") for dest, field in _FLAG_FIELDS.items()},
+    "demo": "--demo",
+    "web_enable_lifecycle": "--web.enable-lifecycle",
+}
+# ZOOM_EXPORTER_* variables read outside the settings (by `python -m exporter.healthcheck`).
+OTHER_VARIABLES = (f"{ENV_PREFIX}WEB_CONFIG_FILE",)
 
 
 def _common(parser: argparse.ArgumentParser, default: Any = None) -> None:
@@ -95,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoom-qos-exporter",
         description="Prometheus exporter for the QoS of live Zoom meetings and webinars.",
-        epilog="Every setting can also come from ZOOM_EXPORTER_* environment variables.",
+        epilog=usage.settings_help(FLAGS),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _common(parser)
@@ -116,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         type=Path,
         help="exporter-toolkit web config: TLS and basic auth (see README)",
+    )
+    parser.add_argument(
+        "--config.check",
+        dest="config.check",
+        action="store_true",
+        help="check --config.file and the environment (and --web.config.file), print one "
+        "line and exit: 0 if valid, 2 with the errors; never calls Zoom",
     )
     parser.add_argument(
         "--web.enable-lifecycle",
@@ -169,18 +193,32 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, *, require_credentials: bool = True) -> Settings:
     return load_settings(
         _overrides(args),
         config_file=getattr(args, "config.file"),
         secrets_dir=getattr(args, "secrets.dir"),
+        flags=FLAGS,
+        require_credentials=require_credentials,
+    )
+
+
+def _warnings(args: argparse.Namespace, settings: Settings) -> list[str]:
+    secrets_dir = getattr(args, "secrets.dir")
+    unknown = unknown_names(
+        ENV_PREFIX,
+        Settings.model_fields,
+        environ=os.environ,
+        also_known=OTHER_VARIABLES,
+        secrets_dir=secrets_dir,
+    )
+    return unknown + settings_warnings(
+        settings, config_file=getattr(args, "config.file"), secrets_dir=secrets_dir
     )
 
 
 def _warn(args: argparse.Namespace, settings: Settings) -> None:
-    for warning in settings_warnings(
-        settings, config_file=getattr(args, "config.file"), secrets_dir=getattr(args, "secrets.dir")
-    ):
+    for warning in _warnings(args, settings):
         log.warning(warning)
 
 
@@ -190,9 +228,49 @@ def _reload_settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _fail(error: SettingsError) -> int:
+    for line in error.lines:
+        print(f"zoom-qos-exporter: error: {line}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """--config.check: validate every source without starting (and without calling Zoom)."""
+    config_file = getattr(args, "config.file")
+    web_path = getattr(args, "web.config.file", None)
+    try:
+        settings = _settings(args, require_credentials=False)
+        if web_path:
+            load_web_config(web_path)
+    except SettingsError as error:
+        return _fail(error)
+    for warning in _warnings(args, settings):
+        print(f"zoom-qos-exporter: warning: {warning}", file=sys.stderr)
+    checked = [str(config_file) if config_file else "no --config.file"]
+    if web_path:
+        checked.append(str(web_path))
+    summary = f"ok: {', '.join(checked)} and the environment"
+    if settings.demo:
+        summary += "; --demo: no credentials needed"
+    else:
+        missing = [
+            f"{ENV_PREFIX}{name.upper()}"
+            for name in ("account_id", "client_id", "client_secret")
+            if not getattr(settings, name)
+        ]
+        if missing:
+            summary += f"; credentials not set (not checked): {', '.join(missing)}"
+        else:
+            summary += "; credentials set (not tried: that needs Zoom)"
+    print(f"zoom-qos-exporter: config {summary}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "config.check", False):
+        return check_config(args)
     try:
         settings = _settings(args)
         logfmt.configure(settings.log_level, settings.log_format)  # the web config may warn
@@ -200,8 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         web_path = getattr(args, "web.config.file", None)
         web_config = load_web_config(web_path) if web_path else WebConfig()
     except SettingsError as error:
-        print(f"zoom-qos-exporter: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(error)
     if args.command == "probe":
         return asyncio.run(probe.run(args, daemon.zoom_client(settings)))
     return asyncio.run(daemon.serve(lambda: _reload_settings(args), settings, web_config))

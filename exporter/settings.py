@@ -5,6 +5,8 @@ Precedence, highest first: command-line flags, environment, secrets directory, Y
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +28,7 @@ from exporter.privacy import (
     ParticipantPrivacy,
 )
 from exporter.series import DEFAULT_STREAMS, SeriesOptions
+from exporter.sources import Origins, describe
 from exporter.zoom.limits import PLANS
 from exporter.zoom.models import STREAM_SUFFIXES
 
@@ -46,7 +49,13 @@ class AccountLimits:
 
 
 class SettingsError(Exception):
-    """A setting is invalid; the message names it and never contains a secret value."""
+    """A setting is invalid; the message names it and never contains a secret value.
+
+    `lines` has one line per error, each naming where the bad value came from."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
 
 
 def _split_ids(value: Any) -> Any:
@@ -311,19 +320,6 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-def _describe(error: ValidationError) -> str:
-    """One line naming each bad setting, without echoing any input value."""
-    parts = []
-    for item in error.errors(include_input=False, include_url=False):
-        loc = ".".join(str(p) for p in item["loc"])
-        name = f"{ENV_PREFIX}{loc.upper()}" if loc else "settings"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown setting"
-        parts.append(f"{name}: {message}" if loc else message)
-    return "; ".join(parts)
-
-
 SECRET_FIELDS = ("client_secret", "pseudonymize_key")
 MAX_SECRET_FILE = 64 * 1024  # bytes read of a secrets file
 
@@ -398,8 +394,13 @@ def load_settings(
     *,
     config_file: Path | None = None,
     secrets_dir: Path | None = None,
+    flags: Mapping[str, str] | None = None,
+    require_credentials: bool = True,
 ) -> Settings:
-    """Build settings from every source; raise SettingsError with one clear line if invalid."""
+    """Build settings from every source; raise SettingsError with one line per invalid setting,
+    naming where it came from (`flags` maps a setting to the flag that gave it).
+
+    `require_credentials=False` (for --config.check) checks everything but their presence."""
     if config_file is not None:
         if not config_file.is_file():
             raise SettingsError(f"--config.file: {config_file} is not a readable file")
@@ -415,10 +416,27 @@ def load_settings(
             model_config = SettingsConfigDict(**{**Settings.model_config, "yaml_file": config_file})
 
         settings_cls = FileSettings
+    if not require_credentials:
+
+        class CheckedSettings(settings_cls):  # type: ignore[valid-type,misc]
+            @model_validator(mode="after")
+            def _credentials(self) -> CheckedSettings:  # replaces Settings' check
+                return self
+
+        settings_cls = CheckedSettings
     try:
         return settings_cls(_secrets_dir=secrets_dir, **(overrides or {}))
     except ValidationError as error:
-        raise SettingsError(_describe(error)) from None
+        origins = Origins.gather(
+            ENV_PREFIX,
+            Settings.model_fields,
+            overrides=overrides or {},
+            flags=flags,
+            environ=os.environ,
+            secrets_dir=secrets_dir,
+            config_file=config_file,
+        )
+        raise SettingsError(*describe(error, origins, Settings)) from None
     except (UnicodeDecodeError, OSError):  # a secrets file changed under us, say
         raise SettingsError("--secrets.dir: a secrets file cannot be read as UTF-8") from None
 
@@ -435,7 +453,7 @@ def _check_yaml(path: Path) -> None:
     except yaml.YAMLError as error:
         # The parser's message quotes the offending line, which may hold a secret: give the line.
         mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SettingsError(f"--config.file: {path}: invalid YAML{where}") from None
+        where = f"{path}:{mark.line + 1}" if mark is not None else f"--config.file: {path}"
+        raise SettingsError(f"{where}: invalid YAML (the line is not shown)") from None
     if content is not None and not isinstance(content, dict):
         raise SettingsError(f"--config.file: {path}: must be a mapping of setting names")

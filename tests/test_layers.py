@@ -17,6 +17,7 @@ PACKAGE = ROOT / "exporter"
 # Lowest first. A module may import from its own layer or any lower one.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("exporter", "exporter.clock", "exporter.logfmt", "exporter.signals", "exporter.build"),
+    ("exporter.sources",),
     ("exporter.zoom.models", "exporter.zoom.units", "exporter.zoom.errors"),
     ("exporter.zoom.limits", "exporter.zoom.telemetry"),
     ("exporter.zoom.auth",),
@@ -32,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("exporter.web.webconfig", "exporter.web.status_page", "exporter.web.connections"),
     ("exporter.web.app",),
     ("exporter.probe", "exporter.daemon", "exporter.healthcheck"),
+    ("exporter.usage",),
     ("exporter.cli",),
     ("exporter.__main__",),
 )

@@ -105,7 +105,7 @@ async def test_sighup_reloads_and_a_bad_reload_keeps_the_old_settings(
         )
         log = exporter.log.read_text()
         assert "reload failed, keeping the previous settings" in log
-        assert "config.yml: invalid YAML at line" in log
+        assert "config.yml:" in log and ": invalid YAML (the line is not shown)" in log
         before = sim.stats["meeting_participants_qos"]
         await eventually(
             exporter, "polling goes on", lambda: sim.stats["meeting_participants_qos"] > before
