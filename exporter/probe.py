@@ -11,7 +11,7 @@ from typing import TextIO
 
 from exporter.metrics.snapshot import ParticipantReading, StreamReading, participant_reading
 from exporter.zoom.client import ZoomClient
-from exporter.zoom.errors import ZoomError
+from exporter.zoom.errors import ZoomAPIError, ZoomError
 from exporter.zoom.models import Kind
 
 _STREAM_FIELDS = (
@@ -29,7 +29,12 @@ _STREAM_FIELDS = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--meeting", required=True, help="meeting (or webinar) id or UUID")
     parser.add_argument("--participant", help="one participant id: uses the single endpoint")
-    parser.add_argument("--webinar", action="store_true", help="the id is a webinar")
+    parser.add_argument(
+        "--webinar",
+        action="store_true",
+        help="the id is a webinar (when Zoom does not know the id as one kind, probe tries the "
+        "other and says which flag to use, exit code 2)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
@@ -66,13 +71,44 @@ def print_text(readings: list[ParticipantReading], out: TextIO) -> None:
     print(f"{len(readings)} live participants", file=out)
 
 
+EXIT_WRONG_KIND = 2  # a webinar id without --webinar, or a meeting id with it
+
+_OTHER: dict[Kind, Kind] = {"meeting": "webinar", "webinar": "meeting"}
+_USE = {"webinar": "use --webinar", "meeting": "leave out --webinar"}
+
+
+async def live_as(client: ZoomClient, kind: Kind, meeting: str) -> bool:
+    """Whether Zoom knows `meeting` as a live `kind` (one page of its participants)."""
+    try:
+        await client.participants_qos(kind, meeting, max_pages=1)
+    except ZoomError:
+        return False
+    return True
+
+
 async def run(
     args: argparse.Namespace, client_context: AbstractAsyncContextManager[ZoomClient]
 ) -> int:
     kind: Kind = "webinar" if args.webinar else "meeting"
     try:
         async with client_context as client:
-            readings = await fetch(client, kind, args.meeting, args.participant)
+            try:
+                readings = await fetch(client, kind, args.meeting, args.participant)
+            except ZoomAPIError as error:
+                if not error.gone:
+                    raise
+                # Zoom answers 3001 both for an id that is not live and for a webinar asked
+                # for as a meeting (or the other way round): ask the other endpoint which.
+                other = _OTHER[kind]
+                if await live_as(client, other, args.meeting):
+                    print(
+                        f"zoom-qos-exporter probe: {args.meeting} is a live {other}, not a "
+                        f"{kind}: {_USE[other]}",
+                        file=sys.stderr,
+                    )
+                    return EXIT_WRONG_KIND
+                detail = error.detail.rstrip(".")
+                raise ZoomError(error.endpoint, f"{detail} (nor is it a live {other})") from None
     except ZoomError as error:
         print(f"zoom-qos-exporter probe: {error}", file=sys.stderr)
         return 1
