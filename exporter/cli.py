@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from exporter import __version__, daemon, logfmt, probe, usage
 from exporter.settings import (
     ENV_PREFIX,
@@ -20,7 +22,7 @@ from exporter.settings import (
     load_settings,
     settings_warnings,
 )
-from exporter.sources import unknown_names
+from exporter.sources import Origins, unknown_names
 from exporter.web.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
@@ -210,6 +212,7 @@ def _warnings(args: argparse.Namespace, settings: Settings) -> list[str]:
         Settings.model_fields,
         environ=os.environ,
         also_known=OTHER_VARIABLES,
+        nested_delimiter=Settings.model_config.get("env_nested_delimiter"),
         secrets_dir=secrets_dir,
     )
     return unknown + settings_warnings(
@@ -234,6 +237,33 @@ def _fail(error: SettingsError) -> int:
     return EXIT_USAGE
 
 
+CREDENTIALS = ("account_id", "client_id", "client_secret")
+
+
+def _check_credentials(args: argparse.Namespace, settings: Settings) -> None:
+    """As far as is possible without Zoom: Zoom's ids and secrets have no spaces or quotes, so
+    one that has them was pasted with its surroundings."""
+    bad = []
+    for name in CREDENTIALS:
+        value = getattr(settings, name)
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text and any(c.isspace() or c in "\"'" for c in text):
+            bad.append((name,))
+    if bad:
+        origins = Origins.gather(
+            ENV_PREFIX,
+            Settings.model_fields,
+            overrides=_overrides(args),
+            flags=FLAGS,
+            environ=os.environ,
+            secrets_dir=getattr(args, "secrets.dir"),
+            config_file=getattr(args, "config.file"),
+        )
+        raise SettingsError(
+            *(f"{origins.where(loc)}: has spaces or quotes, which Zoom's never have" for loc in bad)
+        )
+
+
 def check_config(args: argparse.Namespace) -> int:
     """--config.check: validate every source without starting (and without calling Zoom)."""
     config_file = getattr(args, "config.file")
@@ -242,6 +272,7 @@ def check_config(args: argparse.Namespace) -> int:
         settings = _settings(args, require_credentials=False)
         if web_path:
             load_web_config(web_path)
+        _check_credentials(args, settings)
     except SettingsError as error:
         return _fail(error)
     for warning in _warnings(args, settings):
@@ -254,9 +285,7 @@ def check_config(args: argparse.Namespace) -> int:
         summary += "; --demo: no credentials needed"
     else:
         missing = [
-            f"{ENV_PREFIX}{name.upper()}"
-            for name in ("account_id", "client_id", "client_secret")
-            if not getattr(settings, name)
+            f"{ENV_PREFIX}{name.upper()}" for name in CREDENTIALS if not getattr(settings, name)
         ]
         if missing:
             summary += f"; credentials not set (not checked): {', '.join(missing)}"

@@ -207,16 +207,21 @@ def unknown_names(
     environ: Mapping[str, str],
     also_known: Iterable[str] = (),
     secrets_dir: Path | None = None,
+    nested_delimiter: str | None = None,
 ) -> list[str]:
     """Warnings for `ZOOM_EXPORTER_*` variables (and secrets files) that are no setting, each
     with the closest known name: a typo there would otherwise be ignored without a word."""
+    names = list(names)
     settings = [f"{prefix}{name.upper()}" for name in names]
     known = {n.upper() for n in [*settings, *also_known]}
     warnings = []
     for var in sorted(environ):
-        if var.upper().startswith(prefix) and var.upper() not in known:
-            near = closest(var.upper(), settings)
-            hint = f"; did you mean {near}?" if near else ""
+        upper = var.upper()
+        if nested_delimiter and upper.split(nested_delimiter.upper(), 1)[0] in known:
+            continue  # a nested setting: <prefix>ACCOUNTS__0__PLAN, say
+        if upper.startswith(prefix) and upper not in known:
+            near = closest(upper.removeprefix(prefix), [s.removeprefix(prefix) for s in settings])
+            hint = f"; did you mean {prefix}{near}?" if near else ""
             warnings.append(f"environment: {_shown(var)} is not a setting, ignored{hint}")
     if secrets_dir is not None:
         try:
@@ -224,9 +229,10 @@ def unknown_names(
         except OSError:
             files = []
         lower = [s.lower() for s in settings]
+        start = prefix.lower()
         for name in files:
-            if name.lower().startswith(prefix.lower()) and name.lower() not in lower:
-                near = closest(name.lower(), lower)
-                hint = f"; did you mean {near}?" if near else ""
+            if name.lower().startswith(start) and name.lower() not in lower:
+                near = closest(name.lower().removeprefix(start), [n.lower() for n in names])
+                hint = f"; did you mean {start}{near}?" if near else ""
                 warnings.append(f"--secrets.dir: {_shown(name)} is not a setting, ignored{hint}")
     return warnings
