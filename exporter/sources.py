@@ -9,6 +9,7 @@ without their input).
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -183,14 +184,25 @@ def closest(name: str, known: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
+def _placed(message: str, origins: Origins, model: type[BaseModel]) -> str:
+    """ "ZOOM_EXPORTER_MAX_POLL_INTERVAL (30 s) must not be less than ..." with each setting
+    given elsewhere named there: "config.yml:4: max_poll_interval (30 s) must not be ..."."""
+
+    def place(match: re.Match[str]) -> str:
+        name = match[0].removeprefix(origins.prefix).lower()
+        return origins.where((name,)) if name in model.model_fields else match[0]
+
+    return re.sub(re.escape(origins.prefix) + r"[A-Z0-9_]*[A-Z0-9]", place, message)
+
+
 def describe(error: ValidationError, origins: Origins, model: type[BaseModel]) -> list[str]:
     """One line per error, each naming where the bad value came from; never the value."""
     lines: list[str] = []
     for item in error.errors(include_input=False, include_url=False, include_context=False):
         loc: Loc = tuple(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
-        if not loc:
-            lines.append(message)
+        if not loc:  # a check across settings: name each where it came from
+            lines.append(_placed(message, origins, model))
             continue
         if item["type"] == "extra_forbidden":
             owner = _model_at(model, loc[:-1])

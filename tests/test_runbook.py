@@ -174,4 +174,4 @@ def test_a_bad_config_file_exits_2_as_the_runbook_says(tmp_path: Path) -> None:
         env={"PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 2, result.stderr
-    assert "ZOOM_EXPORTER_POLL_INTERVAL" in result.stderr
+    assert f"{bad}:1: poll_interval: Input should be greater than or equal to 1" in result.stderr

@@ -156,6 +156,26 @@ def test_overrides_that_are_not_flags_name_the_variable() -> None:
     ]
 
 
+def test_a_check_across_settings_names_each_where_it_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("demo: true\npoll_interval: 100\nmax_poll_interval: 30\n")
+    assert error_lines(config_file=config) == [
+        f"{config}:3: max_poll_interval (30 s) must not be less than {config}:2: poll_interval "
+        "(100 s)"
+    ]
+    monkeypatch.setenv("ZOOM_EXPORTER_MAX_POLL_INTERVAL", "50")
+    assert error_lines(overrides={"poll_interval": 60}, flags=FLAGS, config_file=config) == [
+        "ZOOM_EXPORTER_MAX_POLL_INTERVAL (50 s) must not be less than --poll.interval (60 s)"
+    ]
+    monkeypatch.delenv("ZOOM_EXPORTER_MAX_POLL_INTERVAL")
+    config.write_text("pseudonymize: true\n")
+    assert error_lines(overrides={"demo": True}, config_file=config) == [
+        f"{config}:1: pseudonymize is on but ZOOM_EXPORTER_PSEUDONYMIZE_KEY is not set"
+    ]
+
+
 def test_a_typo_in_the_file_names_its_line_and_the_closest_setting(tmp_path: Path) -> None:
     config = tmp_path / "typo.yml"
     config.write_text("# comment\ndemo: true\n\npol_interval: 5\n")

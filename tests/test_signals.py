@@ -115,11 +115,16 @@ async def test_sighup_reloads_and_a_bad_reload_keeps_the_old_settings(
             exporter, "zoom_exporter_config_last_reload_success_timestamp_seconds"
         ) == pytest.approx(reloaded_at)
 
-        # A valid file with a bad value is refused too, naming the setting.
+        # A valid file with a bad value is refused too, naming the file, line and setting.
         write_config(config, sim, GOOD_SECRET, poll_interval=0)
         exporter.process.send_signal(signal.SIGHUP)
         await eventually(
-            exporter, "second rejection", lambda: "POLL_INTERVAL" in exporter.log.read_text()
+            exporter,
+            "second rejection",
+            lambda: re.search(
+                r"config\.yml:\d+: poll_interval: Input should be greater than or equal to 1",
+                exporter.log.read_text(),
+            ),
         )
         assert sample(exporter, "zoom_exporter_config_last_reload_successful") == 0
     finally:
