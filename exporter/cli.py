@@ -22,7 +22,7 @@ from exporter.settings import (
     load_settings,
     settings_warnings,
 )
-from exporter.sources import Origins, unknown_names
+from exporter.sources import Origins, YamlLines, unknown_names
 from exporter.web.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
@@ -207,17 +207,17 @@ def _settings(args: argparse.Namespace, *, require_credentials: bool = True) -> 
 
 def _warnings(args: argparse.Namespace, settings: Settings) -> list[str]:
     secrets_dir = getattr(args, "secrets.dir")
+    config_file = getattr(args, "config.file")
+    referenced = YamlLines.read(config_file).variables(ENV_PREFIX) if config_file else set()
     unknown = unknown_names(
         ENV_PREFIX,
         Settings.model_fields,
         environ=os.environ,
-        also_known=OTHER_VARIABLES,
+        also_known={*OTHER_VARIABLES, *referenced},
         nested_delimiter=Settings.model_config.get("env_nested_delimiter"),
         secrets_dir=secrets_dir,
     )
-    return unknown + settings_warnings(
-        settings, config_file=getattr(args, "config.file"), secrets_dir=secrets_dir
-    )
+    return unknown + settings_warnings(settings, config_file=config_file, secrets_dir=secrets_dir)
 
 
 def _warn(args: argparse.Namespace, settings: Settings) -> None:

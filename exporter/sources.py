@@ -78,6 +78,25 @@ class YamlLines:
                 break
         return line
 
+    def variables(self, prefix: str) -> set[str]:
+        """`<prefix>*` names the file gives as values at any depth: variables it refers to
+        (an account's secret given as the name of a variable, say), so not typos."""
+        import yaml
+
+        found: set[str] = set()
+        pending = [self.root] if self.root is not None else []
+        while pending:
+            node = pending.pop()
+            if isinstance(node, yaml.ScalarNode):
+                text = str(node.value)
+                if text.upper().startswith(prefix) and text.replace("_", "").isalnum():
+                    found.add(text.upper())
+            elif isinstance(node, yaml.SequenceNode):
+                pending.extend(node.value)
+            elif isinstance(node, yaml.MappingNode):
+                pending.extend(value for _, value in node.value)
+        return found
+
     def has(self, name: str) -> bool:
         import yaml
 

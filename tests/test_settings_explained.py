@@ -238,19 +238,41 @@ def test_unknown_variables_and_secrets_files_get_the_closest_name(tmp_path: Path
 
 def test_variables_the_project_reads_outside_the_settings_are_known() -> None:
     """Every ZOOM_EXPORTER_* name the code, the deployment files and the Dockerfile mention is
-    a setting or in cli.OTHER_VARIABLES, so none of them is ever warned about."""
+    a setting, in cli.OTHER_VARIABLES or named by a YAML file as a value (a variable that file
+    refers to), so none of them is ever warned about."""
     import re
 
     from exporter.cli import OTHER_VARIABLES
 
     known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
     known |= set(OTHER_VARIABLES)
+    for config in [*ROOT.glob("deploy/**/*.yml"), *ROOT.glob("deploy/**/*.yaml")]:
+        known |= YamlLines.read(config).variables(ENV_PREFIX)
     files = [ROOT / "Dockerfile", *ROOT.glob("exporter/**/*.py"), *ROOT.glob("deploy/**/*")]
     mentioned: set[str] = set()
     for path in files:
         if path.is_file() and path.suffix not in (".json", ".png"):
             mentioned |= set(re.findall(r"ZOOM_EXPORTER_[A-Z][A-Z_]*[A-Z]", path.read_text()))
     assert mentioned - known == set()
+
+
+def test_variables_a_config_file_refers_to_are_not_typos(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "demo: true\n# accounts:\n#   - client_secret_env: ZOOM_EXPORTER_NOT_READ\n"
+        "meeting_ids: [ZOOM_EXPORTER_ACME_SECRET]\n"
+    )
+    assert YamlLines.read(config).variables(ENV_PREFIX) == {"ZOOM_EXPORTER_ACME_SECRET"}
+    result = run_cli(
+        "--config.check",
+        "--config.file",
+        str(config),
+        env={"ZOOM_EXPORTER_ACME_SECRET": "x", "ZOOM_EXPORTER_XYZZY": "y"},
+    )
+    assert result.returncode == 0
+    assert result.stderr.splitlines() == [
+        "zoom-qos-exporter: warning: environment: ZOOM_EXPORTER_XYZZY is not a setting, ignored"
+    ]
 
 
 def test_a_typo_in_the_environment_is_warned_about_at_start_and_on_reload(
