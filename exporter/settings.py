@@ -19,6 +19,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from exporter.privacy import (
     DEFAULT_PARTICIPANT_LABELS,
@@ -28,7 +29,7 @@ from exporter.privacy import (
     ParticipantPrivacy,
 )
 from exporter.series import DEFAULT_STREAMS, SeriesOptions
-from exporter.sources import Origins, describe
+from exporter.sources import Origins, describe, source_error
 from exporter.zoom.limits import PLANS
 from exporter.zoom.models import STREAM_SUFFIXES
 
@@ -424,10 +425,9 @@ def load_settings(
                 return self
 
         settings_cls = CheckedSettings
-    try:
-        return settings_cls(_secrets_dir=secrets_dir, **(overrides or {}))
-    except ValidationError as error:
-        origins = Origins.gather(
+
+    def origins() -> Origins:
+        return Origins.gather(
             ENV_PREFIX,
             Settings.model_fields,
             overrides=overrides or {},
@@ -436,7 +436,13 @@ def load_settings(
             secrets_dir=secrets_dir,
             config_file=config_file,
         )
-        raise SettingsError(*describe(error, origins, Settings)) from None
+
+    try:
+        return settings_cls(_secrets_dir=secrets_dir, **(overrides or {}))
+    except ValidationError as error:
+        raise SettingsError(*describe(error, origins(), Settings)) from None
+    except PydanticSettingsError as error:  # a value a source could not decode, say
+        raise SettingsError(source_error(str(error), origins())) from None
     except (UnicodeDecodeError, OSError):  # a secrets file changed under us, say
         raise SettingsError("--secrets.dir: a secrets file cannot be read as UTF-8") from None
 

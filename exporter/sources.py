@@ -231,6 +231,19 @@ def describe(error: ValidationError, origins: Origins, model: type[BaseModel]) -
     return lines
 
 
+_SOURCE_ERROR = re.compile(r'field "(?P<field>\w+)" from source "(?P<source>\w+)"')
+
+
+def source_error(message: str, origins: Origins) -> str:
+    """One line for a value a source could not even decode (a list or mapping given in the
+    environment or a secrets file as something other than JSON): pydantic-settings' message
+    names the field and the source, never the value."""
+    found = _SOURCE_ERROR.search(message)
+    if found is None:
+        return "a setting cannot be decoded"
+    return f"{origins.where((found['field'],))}: cannot be decoded: give a list or mapping as JSON"
+
+
 def unknown_names(
     prefix: str,
     names: Iterable[str],

@@ -176,6 +176,28 @@ def test_a_check_across_settings_names_each_where_it_came_from(
     ]
 
 
+def test_a_value_the_environment_cannot_decode_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A list of mappings (as `accounts:` will be) in a variable must be JSON; pydantic-settings
+    raises its own error for anything else, which is one line too, without the value."""
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+    from pydantic_settings import SettingsError as PydanticSettingsError
+
+    from exporter.sources import source_error
+
+    class Nested(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+        accounts: list[Account] = Field(default_factory=list)
+
+    monkeypatch.setenv("ZOOM_EXPORTER_ACCOUNTS", "name=hunter2")
+    with pytest.raises(PydanticSettingsError) as caught:
+        Nested()
+    origins = Origins.gather(ENV_PREFIX, Nested.model_fields, environ=os.environ)
+    line = source_error(str(caught.value), origins)
+    assert line == "ZOOM_EXPORTER_ACCOUNTS: cannot be decoded: give a list or mapping as JSON"
+
+
 def test_a_typo_in_the_file_names_its_line_and_the_closest_setting(tmp_path: Path) -> None:
     config = tmp_path / "typo.yml"
     config.write_text("# comment\ndemo: true\n\npol_interval: 5\n")
