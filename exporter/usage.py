@@ -63,9 +63,6 @@ COMPUTED_DEFAULTS: Mapping[str, str] = {
 }
 
 DEMO_DEFAULTS: Mapping[str, str] = {
-    "account_id": "not needed",
-    "client_id": "not needed",
-    "client_secret": "not needed",
     "poll_interval": f"{DEMO_POLL_INTERVAL:g}",
     "daily_request_budget": f"{DEMO_DAILY_CAP // 2:,}",
 }
@@ -106,7 +103,7 @@ def settings_help(flags: Mapping[str, str], width: int = 88) -> str:
             default += f"; with --demo: {DEMO_DEFAULTS[name]}"
         parts.append(default)
         if name in RESTART_ONLY:
-            parts.append("a reload keeps the old value: restart to change")
+            parts.append("restart to change (a reload keeps it)")
         body = "; ".join(p for p in parts if p)
         lines.append(f"  {head}")
         lines += textwrap.wrap(body, width, initial_indent="      ", subsequent_indent="      ")
