@@ -339,8 +339,8 @@ def test_help_lists_every_setting_with_its_variable_flag_and_defaults() -> None:
     )
     assert f"with --demo: {DEMO_DAILY_CAP // 2:,}" in entries["ZOOM_EXPORTER_DAILY_REQUEST_BUDGET"]
     assert (
-        "default: required unless --demo; with --demo: not needed"
-        in entries["ZOOM_EXPORTER_CLIENT_SECRET"]
+        entries["ZOOM_EXPORTER_CLIENT_SECRET"]
+        == "its client secret (never logged or exported); default: required unless --demo"
     )
     assert "default: input, output" in entries["ZOOM_EXPORTER_STREAMS"]
     assert "default: 0.0.0.0:9924" in entries["ZOOM_EXPORTER_LISTEN_ADDRESS, --web.listen-address"]
