@@ -107,6 +107,8 @@ async def run(
                         file=sys.stderr,
                     )
                     return EXIT_WRONG_KIND
+                if args.participant is not None:
+                    raise  # the participant may be the one missing: say no more than Zoom
                 detail = error.detail.rstrip(".")
                 raise ZoomError(error.endpoint, f"{detail} (nor is it a live {other})") from None
     except ZoomError as error:

@@ -445,6 +445,10 @@ def webinar_id() -> str:
             f"{webinar_id()} is a live webinar, not a meeting: use --webinar",
         ),
         (
+            ("--meeting", webinar_id(), "--participant", "16778240"),
+            f"{webinar_id()} is a live webinar, not a meeting: use --webinar",
+        ),
+        (
             ("--meeting", str(SEED_MEETING_ID), "--webinar"),
             f"{SEED_MEETING_ID} is a live meeting, not a webinar: leave out --webinar",
         ),
@@ -465,5 +469,13 @@ def test_probe_of_an_id_live_as_neither_relays_zoom_and_says_so() -> None:
         "zoom-qos-exporter probe: meeting_participants_qos: HTTP 404, Zoom code 3001: This "
         "meeting's detail info is not available (nor is it a live webinar)"
     ) in result.stderr.splitlines()
+    participant = run_cli(
+        "probe", "--demo", "--meeting", str(SEED_MEETING_ID), "--participant", "999"
+    )
+    assert participant.returncode == 1
+    assert participant.stderr.splitlines()[-1] == (
+        "zoom-qos-exporter probe: meeting_participant_qos: HTTP 404, Zoom code 3001: "
+        "Participant not found."
+    )
     webinar = run_cli("probe", "--demo", "--webinar", "--meeting", webinar_id(), "--json")
     assert webinar.returncode == 0, webinar.stderr
