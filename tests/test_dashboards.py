@@ -387,7 +387,7 @@ def test_every_dashboard_query_returns_data(moded: tuple[str, Prometheus]) -> No
     mode, prometheus = moded
     started = time.monotonic()
     # Rules and rates need a few scrapes and evaluations.
-    prometheus.wait_query("kind_meeting_id:zoom_participants_poor:ratio", timeout=60)
+    prometheus.wait_query("account_kind_meeting_id:zoom_participants_poor:ratio", timeout=60)
     prometheus.wait_query("rate(zoom_api_requests_total[1m]) > 0", timeout=60)
     without = mode == "none"
 
