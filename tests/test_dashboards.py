@@ -130,12 +130,21 @@ def test_variables(path: Path) -> None:
             assert variable["datasource"] == DATASOURCE, variable["name"]
             assert variable_query(variable).startswith("label_values("), variable["name"]
     expected = {
-        "zoom-overview.json": {"kind"},
-        "zoom-meeting.json": {"kind", "meeting", "media"},
-        "zoom-participant.json": {"kind", "meeting", "participant", "media"},
-        "zoom-exporter-health.json": {"job", "instance"},
+        "zoom-overview.json": {"account", "kind"},
+        "zoom-meeting.json": {"account", "kind", "meeting", "media"},
+        "zoom-participant.json": {"account", "kind", "meeting", "participant", "media"},
+        "zoom-exporter-health.json": {"account", "job", "instance"},
     }[path.name]
     assert expected <= set(variables)
+    # The Zoom account: multi-value, All by default, and All matches every series, those of
+    # an exporter without the `account` label included.
+    account = variables["account"]
+    assert variable_query(account) == "label_values(zoom_up, account)"
+    assert account["multi"] and account["includeAll"] and account["allValue"] == ".*"
+    assert account["current"]["value"] == ["$__all"]
+    for variable in variables.values():
+        if variable["type"] == "query" and variable["name"] != "account":
+            assert 'account=~"$account"' in variable_query(variable), variable["name"]
     # Every $variable used anywhere is defined (or a Grafana built-in).
     text = json.dumps(dashboard)
     used = set(re.findall(r"\$\{?(\w+)", text)) - {"datasource"}
@@ -156,6 +165,39 @@ def test_no_hard_coded_job_or_instance(path: Path) -> None:
     queries += [variable_query(v) for v in load(path)["templating"]["list"] if v["type"] == "query"]
     for expr in queries:
         assert not re.search(r"\b(job|instance)\s*(=|!=|=~|!~)\s*\"(?!\$)", expr), expr
+
+
+# Series of the exporter process as a whole, not of one Zoom account: no `account` label.
+PROCESS_WIDE = {
+    "zoom_exporter_build_info",
+    "zoom_exporter_asyncio_tasks",
+    "zoom_exporter_config_last_reload_successful",
+    "zoom_exporter_config_last_reload_success_timestamp_seconds",
+}
+SELECTOR = re.compile(
+    r'(?<![\w:"$])(zoom_[a-z_]+|account_kind_meeting_id\w*:[\w:]+)(\{[^}]*\})?(?![\w(])'
+)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_query_follows_the_account_variable(path: Path) -> None:
+    """Every selector of a Zoom series is filtered by $account; every aggregation or join over
+    meetings or participants keeps `account` (ids are unique within a Zoom account only); a
+    legend names the account wherever a panel shows series of several accounts."""
+    for title, expr in exprs(load(path)):
+        for name, braces in SELECTOR.findall(expr):
+            if name not in PROCESS_WIDE:
+                assert 'account=~"$account"' in braces, f"{path.name}: {title!r}: {name}"
+        for labels in re.findall(r"\b(?:by|on) \(([^()]*)\)", expr):
+            if "meeting_id" in labels or "instance" in labels:
+                assert "account" in labels, f"{path.name}: {title!r}: ({labels})"
+    for panel in query_panels(load(path)):
+        if panel["type"] not in {"timeseries", "state-timeline", "stat"}:
+            continue
+        for target in panel["targets"]:
+            grouped = re.search(r"\b(?:by|on) \([^()]*\baccount\b", target["expr"])
+            if grouped and "{{" in target.get("legendFormat", ""):
+                assert "{{account}}" in target["legendFormat"], f"{path.name}: {panel['title']!r}"
 
 
 def panel_steps(panel: dict[str, Any]) -> list[dict[float, str]]:
@@ -398,7 +440,8 @@ def test_every_dashboard_query_returns_data(moded: tuple[str, Prometheus]) -> No
         if without and path.name == "zoom-participant.json":
             # No participant at all: the panel that says so must show it.
             (notice,) = (p for p in query_panels(dashboard) if "left out" in p["title"])
-            rows = prometheus.wait_query(notice["targets"][0]["expr"], timeout=30)
+            expr = substitute(notice["targets"][0]["expr"], {**BUILTINS, "account": ".*"})
+            rows = prometheus.wait_query(expr, timeout=30)
             dropped = {r["metric"]["reason"]: float(r["value"][1]) for r in rows}
             assert dropped["participants"] > 0, dropped
             proven.append(f"{path.name}: {notice['title']}")
@@ -438,6 +481,15 @@ def prove_dashboard(
             continue
         query = substitute(variable_query(variable), values)
         label, found = label_values(prometheus, query)
+        if variable.get("includeAll") and variable["current"].get("value") == ["$__all"]:
+            # All by default ($account): test what a newcomer sees, Grafana's All value. An
+            # exporter from before accounts exports no `account` label, so no values: All
+            # (.*) still matches its series.
+            labelled = prometheus.query(f'count({{__name__=~"zoom_.+", {label}!=""}})')
+            assert found or not labelled, f"{path.name}: variable {variable['name']} ({query})"
+            proven.append(f"{path.name}: ${variable['name']} (All)")
+            values[variable["name"]] = variable["allValue"]
+            continue
         assert found, f"{path.name}: variable {variable['name']} ({query}) has no values"
         proven.append(f"{path.name}: ${variable['name']}")
         value = choose(prometheus, label, found, labels)
