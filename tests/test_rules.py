@@ -259,6 +259,8 @@ def test_alertmanager_inhibitions(tmp_path: Path) -> None:
     # One exporter, two Zoom accounts: acme's credentials are refused, globex is healthy.
     acme = {"job": "zoom", "instance": "e:9924", "account": "acme"}
     globex = {"job": "zoom", "instance": "e:9924", "account": "globex"}
+    initech = {"job": "zoom", "instance": "e:9924", "account": "initech"}  # Zoom unreachable
+    d = {"job": "zoom", "instance": "d:9924"}  # cannot be scraped
     meeting = {"kind": "meeting", "meeting_id": "111"}
     sent = {
         "limit": {"alertname": "ZoomDailyLimitReached", "severity": "critical", **a},
@@ -292,6 +294,21 @@ def test_alertmanager_inhibitions(tmp_path: Path) -> None:
             "participant_id": "p1",
             **meeting,
         },
+        "unreachable initech": {
+            "alertname": "ZoomApiUnreachable",
+            "severity": "critical",
+            **initech,
+        },
+        "stale initech": {"alertname": "ZoomDataStale", "severity": "warning", **initech},
+        "poor audio initech": {
+            "alertname": "ZoomParticipantPoorAudio",
+            "severity": "info",
+            "account": "initech",
+            "participant_id": "p1",
+            **meeting,
+        },
+        "down d": {"alertname": "ZoomExporterDown", "severity": "critical", **d},
+        "stale d": {"alertname": "ZoomDataStale", "severity": "warning", **d},
     }
     expected_suppressed = {
         "stale a",
@@ -300,6 +317,9 @@ def test_alertmanager_inhibitions(tmp_path: Path) -> None:
         "poor audio",
         "stale acme",
         "poor audio acme",
+        "stale initech",
+        "poor audio initech",
+        "stale d",
     }
     try:
         post_alerts(url, list(sent.values()))
