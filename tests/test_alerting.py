@@ -175,7 +175,7 @@ def test_alertmanager_receives_a_degraded_participant_alert(
 def test_shared_prometheus_alert_states(prometheus: Prometheus) -> None:
     """With our real `for:` durations: the demo's poor participants are at least pending, and
     the exporter-health alerts are silent."""
-    prometheus.wait_query("kind_meeting_id:zoom_participants_poor:sum > 0", timeout=60)
+    prometheus.wait_query("account_kind_meeting_id:zoom_participants_poor:sum > 0", timeout=60)
     pending = prometheus.wait_query(
         'ALERTS{alertname=~"ZoomParticipantPoor(Audio|Video)"}', timeout=30
     )

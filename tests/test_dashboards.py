@@ -21,11 +21,16 @@ import yaml
 from conftest import (
     ROOT,
     RULE_FILES,
+    Exporter,
     Prometheus,
+    free_port,
     http_get,
+    require_binary,
+    start_daemon,
     start_exporter,
     start_prometheus,
     stop_process,
+    wait_for,
     wait_ready,
 )
 from exporter.web import status_page
@@ -130,12 +135,21 @@ def test_variables(path: Path) -> None:
             assert variable["datasource"] == DATASOURCE, variable["name"]
             assert variable_query(variable).startswith("label_values("), variable["name"]
     expected = {
-        "zoom-overview.json": {"kind"},
-        "zoom-meeting.json": {"kind", "meeting", "media"},
-        "zoom-participant.json": {"kind", "meeting", "participant", "media"},
-        "zoom-exporter-health.json": {"job", "instance"},
+        "zoom-overview.json": {"account", "kind"},
+        "zoom-meeting.json": {"account", "kind", "meeting", "media"},
+        "zoom-participant.json": {"account", "kind", "meeting", "participant", "media"},
+        "zoom-exporter-health.json": {"account", "job", "instance"},
     }[path.name]
     assert expected <= set(variables)
+    # The Zoom account: multi-value, All by default, and All matches every series, those of
+    # an exporter without the `account` label included.
+    account = variables["account"]
+    assert variable_query(account) == "label_values(zoom_up, account)"
+    assert account["multi"] and account["includeAll"] and account["allValue"] == ".*"
+    assert account["current"]["value"] == ["$__all"]
+    for variable in variables.values():
+        if variable["type"] == "query" and variable["name"] != "account":
+            assert 'account=~"$account"' in variable_query(variable), variable["name"]
     # Every $variable used anywhere is defined (or a Grafana built-in).
     text = json.dumps(dashboard)
     used = set(re.findall(r"\$\{?(\w+)", text)) - {"datasource"}
@@ -156,6 +170,39 @@ def test_no_hard_coded_job_or_instance(path: Path) -> None:
     queries += [variable_query(v) for v in load(path)["templating"]["list"] if v["type"] == "query"]
     for expr in queries:
         assert not re.search(r"\b(job|instance)\s*(=|!=|=~|!~)\s*\"(?!\$)", expr), expr
+
+
+# Series of the exporter process as a whole, not of one Zoom account: no `account` label.
+PROCESS_WIDE = {
+    "zoom_exporter_build_info",
+    "zoom_exporter_asyncio_tasks",
+    "zoom_exporter_config_last_reload_successful",
+    "zoom_exporter_config_last_reload_success_timestamp_seconds",
+}
+SELECTOR = re.compile(
+    r'(?<![\w:"$])(zoom_[a-z_]+|account_kind_meeting_id\w*:[\w:]+)(\{[^}]*\})?(?![\w(])'
+)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_query_follows_the_account_variable(path: Path) -> None:
+    """Every selector of a Zoom series is filtered by $account; every aggregation or join over
+    meetings or participants keeps `account` (ids are unique within a Zoom account only); a
+    legend names the account wherever a panel shows series of several accounts."""
+    for title, expr in exprs(load(path)):
+        for name, braces in SELECTOR.findall(expr):
+            if name not in PROCESS_WIDE:
+                assert 'account=~"$account"' in braces, f"{path.name}: {title!r}: {name}"
+        for labels in re.findall(r"\b(?:by|on) \(([^()]*)\)", expr):
+            if "meeting_id" in labels or "instance" in labels:
+                assert "account" in labels, f"{path.name}: {title!r}: ({labels})"
+    for panel in query_panels(load(path)):
+        if panel["type"] not in {"timeseries", "state-timeline", "stat"}:
+            continue
+        for target in panel["targets"]:
+            grouped = re.search(r"\b(?:by|on) \([^()]*\baccount\b", target["expr"])
+            if grouped and "{{" in target.get("legendFormat", ""):
+                assert "{{account}}" in target["legendFormat"], f"{path.name}: {panel['title']!r}"
 
 
 def panel_steps(panel: dict[str, Any]) -> list[dict[float, str]]:
@@ -387,7 +434,7 @@ def test_every_dashboard_query_returns_data(moded: tuple[str, Prometheus]) -> No
     mode, prometheus = moded
     started = time.monotonic()
     # Rules and rates need a few scrapes and evaluations.
-    prometheus.wait_query("kind_meeting_id:zoom_participants_poor:ratio", timeout=60)
+    prometheus.wait_query("account_kind_meeting_id:zoom_participants_poor:ratio", timeout=60)
     prometheus.wait_query("rate(zoom_api_requests_total[1m]) > 0", timeout=60)
     without = mode == "none"
 
@@ -398,7 +445,8 @@ def test_every_dashboard_query_returns_data(moded: tuple[str, Prometheus]) -> No
         if without and path.name == "zoom-participant.json":
             # No participant at all: the panel that says so must show it.
             (notice,) = (p for p in query_panels(dashboard) if "left out" in p["title"])
-            rows = prometheus.wait_query(notice["targets"][0]["expr"], timeout=30)
+            expr = substitute(notice["targets"][0]["expr"], {**BUILTINS, "account": ".*"})
+            rows = prometheus.wait_query(expr, timeout=30)
             dropped = {r["metric"]["reason"]: float(r["value"][1]) for r in rows}
             assert dropped["participants"] > 0, dropped
             proven.append(f"{path.name}: {notice['title']}")
@@ -424,10 +472,16 @@ def test_every_dashboard_query_returns_data(moded: tuple[str, Prometheus]) -> No
 
 
 def prove_dashboard(
-    prometheus: Prometheus, path: Path, dashboard: dict[str, Any], mode: str, started: float
+    prometheus: Prometheus,
+    path: Path,
+    dashboard: dict[str, Any],
+    mode: str,
+    started: float,
+    account: str | None = None,
 ) -> tuple[list[str], list[str]]:
     """Choose the richest value of each variable, then wait until every panel returns data;
-    return the panels (and variables) proven, and those that need participant series."""
+    return the panels (and variables) proven, and those that need participant series. With
+    `account`, $account is that one account, and no panel may show another's series."""
     without = mode == "none"
     proven: list[str] = []
     skipped: list[str] = []
@@ -438,6 +492,21 @@ def prove_dashboard(
             continue
         query = substitute(variable_query(variable), values)
         label, found = label_values(prometheus, query)
+        if account is not None and variable["name"] == "account":
+            (account,) = [v for v in found if v.split("/")[0] == account][:1] or [account]
+            assert account in found, (path.name, found)
+            labels[label] = account
+            values["account"] = re.escape(account).replace("\\", "\\\\")
+            continue
+        if variable.get("includeAll") and variable["current"].get("value") == ["$__all"]:
+            # All by default ($account): test what a newcomer sees, Grafana's All value. An
+            # exporter from before accounts exports no `account` label, so no values: All
+            # (.*) still matches its series.
+            labelled = prometheus.query(f'count({{__name__=~"zoom_.+", {label}!=""}})')
+            assert found or not labelled, f"{path.name}: variable {variable['name']} ({query})"
+            proven.append(f"{path.name}: ${variable['name']} (All)")
+            values[variable["name"]] = variable["allValue"]
+            continue
         assert found, f"{path.name}: variable {variable['name']} ({query}) has no values"
         proven.append(f"{path.name}: ${variable['name']}")
         value = choose(prometheus, label, found, labels)
@@ -454,10 +523,106 @@ def prove_dashboard(
                 skipped.append(f"{path.name}: {title}")
                 continue
             try:
-                prometheus.wait_query(concrete, timeout=max(5.0, 60 - (time.monotonic() - started)))
+                rows = prometheus.wait_query(
+                    concrete, timeout=max(5.0, 60 - (time.monotonic() - started))
+                )
             except AssertionError:
                 raise AssertionError(
                     f"{path.name}: panel {title!r} returns no data ({mode}):\n{concrete}"
                 ) from None
+            if account is not None:
+                others = {r["metric"].get("account", account) for r in rows} - {account}
+                assert not others, f"{path.name}: panel {title!r} shows {others}:\n{concrete}"
             proven.append(f"{path.name}: {title}")
     return proven, skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# Two Zoom accounts
+# ---------------------------------------------------------------------------------------------
+
+ACCOUNTS = ("acme", "globex")
+
+
+@pytest.fixture(scope="module")
+def two_accounts(
+    demo_exporter: Exporter, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    """A real Prometheus with our rules that sees two Zoom accounts with the very same meeting
+    and participant ids: the demo exporter scraped twice, each scrape job labelling its target
+    with an `account`. An exporter that exports `account` itself (its demo's accounts) gets
+    `acme/<its account>`, so that every account stays apart."""
+    tmp = tmp_path_factory.mktemp("two-accounts")
+    target = demo_exporter.url.removeprefix("http://")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in RULE_FILES],
+        "scrape_configs": [
+            {
+                "job_name": f"zoom-{name}",
+                "static_configs": [{"targets": [target], "labels": {"account": name}}],
+                "metric_relabel_configs": [
+                    {
+                        "source_labels": ["account", "exported_account"],
+                        "separator": "/",
+                        "regex": "(.+)/(.+)",
+                        "target_label": "account",
+                        "replacement": "$1/$2",
+                    },
+                    {"action": "labeldrop", "regex": "exported_account"},
+                ],
+            }
+            for name in ACCOUNTS
+        ],
+    }
+    config_path = tmp / "prometheus.yml"
+    config_path.write_text(json.dumps(config))
+    argv = [
+        require_binary("prometheus"),
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    process, log = start_daemon(tmp, "prometheus", argv, url)
+    try:
+        yield Prometheus(url, process, log)
+    finally:
+        stop_process(process)
+
+
+def test_two_accounts_with_the_same_ids_do_not_mix(two_accounts: Prometheus) -> None:
+    """The recording rules keep the accounts apart although their meeting and participant ids
+    are the same (a join without `account` would fail as many-to-many), the alerts are
+    pending for each account, and every dashboard returns data with All accounts and with
+    one, showing nothing of the other then."""
+    started = time.monotonic()
+
+    def both(expr: str) -> bool:
+        found = {r["metric"].get("account", "") for r in two_accounts.query(expr)}
+        return {a.split("/")[0] for a in found} == set(ACCOUNTS)
+
+    for expr in (
+        "count by (account) (account_kind_meeting_id:zoom_participants_poor:ratio)",
+        "count by (account) (account_kind_meeting_id_participant_id:zoom_participant_poor:bool)",
+        'count by (account) (ALERTS{alertname=~"ZoomParticipantPoor(Audio|Video)"})',
+    ):
+        wait_for(lambda e=expr: both(e), timeout=60, interval=0.5, what=f"{expr}: both accounts")
+    two_accounts.wait_query("rate(zoom_api_requests_total[1m]) > 0", timeout=60)
+    proven: list[str] = []
+    for path in DASHBOARDS:
+        for account in (None, "acme"):
+            churns = path.name == "zoom-participant.json"
+            for attempt in range(3 if churns else 1):
+                try:
+                    found, _ = prove_dashboard(
+                        two_accounts, path, load(path), "all", started, account=account
+                    )
+                except AssertionError:
+                    if attempt == (2 if churns else 0):
+                        raise
+                    continue
+                proven += found
+                break
+    assert len(proven) >= 160

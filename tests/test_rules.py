@@ -110,15 +110,52 @@ def test_recording_rules_follow_level_metric_operations() -> None:
             continue
         level, metric, operations = name.split(":")
         assert level and metric.startswith("zoom_") and operations, name
+        # Every aggregate keeps the Zoom account, and its level says so.
+        assert level.startswith("account_"), name
     expected = {
-        f"kind_meeting_id:zoom_participant_{metric}:{op}"
+        f"account_kind_meeting_id:zoom_participant_{metric}:{op}"
         for metric in ("latency_seconds", "jitter_seconds", "packet_loss_ratio")
         for op in ("max", "avg")
     } | {
-        "kind_meeting_id:zoom_participants_poor:sum",
-        "kind_meeting_id:zoom_participants_poor:ratio",
+        "account_kind_meeting_id:zoom_participants_poor:sum",
+        "account_kind_meeting_id:zoom_participants_poor:ratio",
     }
     assert expected <= set(records)
+
+
+# The one join that cannot keep `account`: `up` has no such label (a failed scrape loses every
+# account of the target at once).
+TARGET_ONLY_JOINS = {("ZoomExporterDown", "on (job, instance)")}
+
+
+def test_every_aggregation_and_join_keeps_the_account() -> None:
+    """Meeting and participant ids are unique within a Zoom account only, and one account's
+    state must never hide or raise another's: every `by`, `on`, `ignoring` and `without`
+    that names labels keeps `account` (`on ()` against a threshold names none)."""
+    checked = 0
+    for rule in rules():
+        name = rule.get("alert") or rule["record"]
+        for clause, labels in re.findall(
+            r"\b(by|on|ignoring|without)\s*\(([^()]*)\)", str(rule["expr"])
+        ):
+            names = {label.strip() for label in labels.split(",") if label.strip()}
+            if not names or (name, f"{clause} ({labels})") in TARGET_ONLY_JOINS:
+                continue
+            assert clause not in {"ignoring", "without"} or "account" not in names, name
+            assert clause in {"ignoring", "without"} or "account" in names, (name, clause, labels)
+            checked += 1
+    assert checked >= 40
+
+
+def test_alerts_about_an_account_name_it() -> None:
+    """Every alert whose series carry `account` says which account, in its summary (for the
+    notification's title) or its description."""
+    process_wide = {"ZoomExporterDown", "ZoomExporterConfigReloadFailed"}
+    for alert in alerts():
+        if alert["alert"] in process_wide:
+            continue
+        text = alert["annotations"]["summary"] + alert["annotations"]["description"]
+        assert "$labels.account" in text, alert["alert"]
 
 
 def test_thresholds_live_in_one_place() -> None:
@@ -172,7 +209,7 @@ def test_states_with_an_alert_of_their_own_do_not_raise_zoom_api_unreachable() -
         r'zoom_exporter_state\{state=~"([\w|]+)"\}', exprs["ZoomApiUnreachable"]
     )
     assert set(left_out.split("|")) == own
-    assert "unless on (job, instance)" in exprs["ZoomApiUnreachable"]
+    assert "unless on (job, instance, account)" in exprs["ZoomApiUnreachable"]
 
 
 def test_inhibit_rules_name_real_alerts() -> None:
@@ -219,6 +256,11 @@ def test_alertmanager_inhibitions(tmp_path: Path) -> None:
     a = {"job": "zoom", "instance": "a:9924"}  # Zoom's daily limit is spent
     b = {"job": "zoom", "instance": "b:9924"}  # credentials rejected
     c = {"job": "zoom", "instance": "c:9924"}  # healthy
+    # One exporter, two Zoom accounts: acme's credentials are refused, globex is healthy.
+    acme = {"job": "zoom", "instance": "e:9924", "account": "acme"}
+    globex = {"job": "zoom", "instance": "e:9924", "account": "globex"}
+    initech = {"job": "zoom", "instance": "e:9924", "account": "initech"}  # Zoom unreachable
+    d = {"job": "zoom", "instance": "d:9924"}  # cannot be scraped
     meeting = {"kind": "meeting", "meeting_id": "111"}
     sent = {
         "limit": {"alertname": "ZoomDailyLimitReached", "severity": "critical", **a},
@@ -235,8 +277,50 @@ def test_alertmanager_inhibitions(tmp_path: Path) -> None:
             "participant_id": "p1",
             **meeting,
         },
+        "rejected acme": {"alertname": "ZoomCredentialsRejected", "severity": "critical", **acme},
+        "stale acme": {"alertname": "ZoomDataStale", "severity": "warning", **acme},
+        "stale globex": {"alertname": "ZoomDataStale", "severity": "warning", **globex},
+        "poor audio acme": {
+            "alertname": "ZoomParticipantPoorAudio",
+            "severity": "info",
+            "account": "acme",
+            "participant_id": "p1",
+            **meeting,
+        },
+        "poor audio globex": {
+            "alertname": "ZoomParticipantPoorAudio",
+            "severity": "info",
+            "account": "globex",
+            "participant_id": "p1",
+            **meeting,
+        },
+        "unreachable initech": {
+            "alertname": "ZoomApiUnreachable",
+            "severity": "critical",
+            **initech,
+        },
+        "stale initech": {"alertname": "ZoomDataStale", "severity": "warning", **initech},
+        "poor audio initech": {
+            "alertname": "ZoomParticipantPoorAudio",
+            "severity": "info",
+            "account": "initech",
+            "participant_id": "p1",
+            **meeting,
+        },
+        "down d": {"alertname": "ZoomExporterDown", "severity": "critical", **d},
+        "stale d": {"alertname": "ZoomDataStale", "severity": "warning", **d},
     }
-    expected_suppressed = {"stale a", "nearly spent a", "deferred b", "poor audio"}
+    expected_suppressed = {
+        "stale a",
+        "nearly spent a",
+        "deferred b",
+        "poor audio",
+        "stale acme",
+        "poor audio acme",
+        "stale initech",
+        "poor audio initech",
+        "stale d",
+    }
     try:
         post_alerts(url, list(sent.values()))
 

@@ -121,6 +121,45 @@ def test_sizing_examples() -> None:
     assert "at 300 s: 9,216" in RUNBOOK and 32 * 86400 // 300 == 9216
 
 
+def test_account_sizing_example() -> None:
+    """Sizing accounts per replica: the example account's calls (2 discovery calls plus
+    ceil(people / 10) per meeting), its calls a day at 60 s, the shortest interval each
+    budget allows from the plans' caps, and the CPU arithmetic at 0.2 ms a participant."""
+    text = " ".join(RUNBOOK.split())
+    pro, business = PLANS["pro"], PLANS["business"]
+    meetings = [8] * 4 + [25] * 2
+    people = sum(meetings)
+    X = "\N{MULTIPLICATION SIGN}"
+    calls = 2 + sum(math.ceil(n / 10) for n in meetings)
+    assert (people, calls) == (82, 12)
+    assert (
+        f"that is {people} participants and 2 + 4 {X} 1 + 2 {X} 3 = **{calls} calls per cycle**"
+        in text
+    )
+    assert f"{calls} {X} 1,440 = **{calls * 1440:,} calls a day**" in text
+    rows = table_rows(r"(Pro|Business and up), [\d,]+ \(.*\)")
+    budgets = {
+        "Pro, 15,000": pro.daily_cap // 2,
+        "Pro, 30,000": pro.daily_cap,
+        "Business and up, 30,000": business.daily_cap // 2,
+        "Business and up, 60,000": business.daily_cap,
+    }
+    assert len(rows) == len(budgets)
+    for first, cells in rows.items():
+        (budget,) = [b for prefix, b in budgets.items() if first.startswith(prefix + " ")]
+        assert cells[1] == f"{calls * 1440:,}", first
+        assert cells[2].startswith("yes" if calls * 1440 <= budget else "no"), first
+        assert cells[3] == f"{calls * 86400 / budget:.1f} s", first
+    assert f"15,000 / 1,440 = {pro.daily_cap // 2 // 1440} calls a cycle" in text
+    assert f"10 participants a page, Heavy, {pro.heavy_per_second:g}/s on Pro and" in text
+    assert f"{business.heavy_per_second:g}/s on Business and up" in text
+    cpu = people * 0.0002  # s a cycle
+    assert f"{people} participants, {cpu * 1000:.1f} ms of CPU a cycle" in text
+    assert f"30 / {cpu:.4f} = **{int(30 / cpu):,} accounts**" in text
+    assert f"that is {15000 // people} accounts per replica" in text
+    assert f"some {round(15000 // people * people * 34, -3):,.0f} participant series" in text
+
+
 def help_text(*args: str) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "exporter", *args, "--help"],
