@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from exporter import __version__, build, logfmt, signals
-from exporter.clock import SYSTEM_CLOCK
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.logfmt import kv
 from exporter.metrics.accounts import AccountsStore
 from exporter.metrics.selfmetrics import SelfMetrics
@@ -187,8 +187,11 @@ class Daemon:
         settings: Settings,
         session: aiohttp.ClientSession,
         demo: Mapping[str, ZoomAccount] | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.load = load
+        self.clock = clock
         self.settings = settings
         self.session = session
         self.demo = dict(demo) if demo is not None else None
@@ -232,6 +235,7 @@ class Daemon:
             self.session,
             published=self._published,
             saved=self._saved.get(config.name),
+            clock=self.clock,
         )
 
     def accounts(self) -> Sequence[AccountRuntime]:

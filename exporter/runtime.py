@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from exporter.clock import SYSTEM_CLOCK
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.logfmt import kv
 from exporter.metrics.exposition import Exposition
 from exporter.metrics.snapshot import Snapshot
@@ -64,12 +64,13 @@ def real_account(settings: Settings, config: AccountConfig) -> ZoomAccount:
     )
 
 
-def token_provider(account: ZoomAccount) -> TokenProvider:
+def token_provider(account: ZoomAccount, clock: Clock = SYSTEM_CLOCK) -> TokenProvider:
     return TokenProvider(
         oauth_url=account.oauth_url,
         account_id=account.account_id,
         client_id=account.client_id,
         client_secret=account.client_secret,
+        clock=clock,
     )
 
 
@@ -109,22 +110,26 @@ class AccountRuntime:
         *,
         published: Callable[[AccountRuntime], Awaitable[None]],
         saved: dict[str, Any] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = config.name
+        self.clock = clock
         self.config, self.settings, self.zoom, self.session = config, settings, zoom, session
         self._published = published
         self.telemetry = ApiTelemetry()
-        self.store = SnapshotStore(self.telemetry.dropped)  # render drops count with the rest
+        self.store = SnapshotStore(self.telemetry.dropped, clock)  # render drops count too
         self.store.exposition = Exposition.render(Snapshot(account=self.name))
         self.holds = Holds()
         self.budget = DailyBudget(daily_budget(settings, config))
         limits = config.limits
         self.limiter = RateLimiter(
-            limits.heavy_per_second, limits.resource_intensive_per_second, SYSTEM_CLOCK
+            limits.heavy_per_second, limits.resource_intensive_per_second, clock
         )
-        self.token = token_provider(zoom)
+        self.token = token_provider(zoom, clock)
         resumed = self.resume(saved)
-        self.poller = Poller(self.client(), self, poll_settings(settings, config), resumed=resumed)
+        self.poller = Poller(
+            self.client(), self, poll_settings(settings, config), clock=clock, resumed=resumed
+        )
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -159,6 +164,7 @@ class AccountRuntime:
             token=self.token,
             holds=self.holds,
             telemetry=self.telemetry,
+            clock=self.clock,
         )
 
     def resume(self, saved: dict[str, Any] | None) -> bool:
@@ -197,7 +203,7 @@ class AccountRuntime:
     def apply(self, settings: Settings, config: AccountConfig, zoom: ZoomAccount) -> None:
         """New settings for this account; its token, holds, buckets, spend and counters stay
         (a new token only for new credentials)."""
-        token = token_provider(zoom)
+        token = token_provider(zoom, self.clock)
         if token.identity != self.token.identity:
             log.info(
                 "reload: the credentials changed; a new token will be requested",

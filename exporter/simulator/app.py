@@ -203,12 +203,12 @@ class State:
 STATE: Final = web.AppKey("simulator_state", State)  # the first account's
 # Every account the simulator serves, by account_id (the first one included).
 ACCOUNTS: Final = web.AppKey("simulator_accounts", dict[str, State])
-_ACCOUNT: Final = "simulator_account"  # the request's account, when several are served
+_ACCOUNT: Final = web.RequestKey("simulator_account", State)  # when several are served
 
 
 def _state(request: web.Request) -> State:
     state = request.get(_ACCOUNT)
-    return state if isinstance(state, State) else request.app[STATE]
+    return state if state is not None else request.app[STATE]
 
 
 async def _account_of(request: web.Request, states: dict[str, State]) -> State | None:
@@ -218,11 +218,8 @@ async def _account_of(request: web.Request, states: dict[str, State]) -> State |
     if path.startswith("/_sim/"):
         return states.get(request.query.get("account", ""))
     if path == "/oauth/token":
-        account = request.query.get("account_id")
-        if request.can_read_body:
-            form = await request.post()
-            account = str(form.get("account_id", account or ""))
-        return states.get(account or "")
+        form = await request.post()
+        return states.get(str(form.get("account_id", request.query.get("account_id", ""))))
     token = _bearer(request)
     return next((state for state in states.values() if state.tokens.knows(token)), None)
 
@@ -362,8 +359,8 @@ async def oauth_token(request: web.Request) -> web.StreamResponse:
     state = _state(request)
     creds = state.credentials
     params: dict[str, str] = dict(request.query)
-    if request.can_read_body:
-        params.update({k: str(v) for k, v in (await request.post()).items()})
+    # post() is read once and kept: route_account may have read it (can_read_body is False then)
+    params.update({k: str(v) for k, v in (await request.post()).items()})
     client = _client(request)
     if client is None:
         return web.json_response(

@@ -1,0 +1,545 @@
+"""Many Zoom accounts in one exporter, many exporters with no account twice (issue 13).
+
+The settings of an `accounts:` list, the shards, the composed exposition, and the daemon
+polling several accounts of the simulator over real sockets: labels, no cross-talk, one
+account failing each way while the others stay fresh, a reload that adds and removes accounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.core import Metric
+from pydantic import ValidationError
+
+from conftest import FakeClock
+from exporter.daemon import Daemon
+from exporter.metrics.accounts import compose
+from exporter.metrics.collectors import registry_for
+from exporter.metrics.exposition import Exposition
+from exporter.metrics.selfmetrics import SelfMetrics
+from exporter.metrics.snapshot import Snapshot
+from exporter.runtime import AccountRuntime
+from exporter.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    parse_shard,
+    shard_of,
+)
+from exporter.simulator import RateLimits, Scenario, Simulator
+
+# -- settings ------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("ZOOM_EXPORTER_") or name.startswith("ACME_"):
+            monkeypatch.delenv(name)
+
+
+def write(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+ACCOUNTS_YAML = """
+plan: business
+accounts:
+  - name: eu
+    account_id_env: ACME_EU_ACCOUNT
+    client_id_env: ACME_EU_CLIENT
+    client_secret_env: ACME_EU_SECRET
+    meeting_ids: [111, "222"]
+  - name: us.test-1
+    account_id: us-account
+    client_id: us-client
+    client_secret_file: us-secret
+    plan: pro
+    daily_request_budget: 900
+    discovery: false
+"""
+
+
+def test_an_accounts_list_reads_env_references_and_secret_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ACME_EU_ACCOUNT", "eu-account")
+    monkeypatch.setenv("ACME_EU_CLIENT", "eu-client")
+    monkeypatch.setenv("ACME_EU_SECRET", "eu-secret")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    write(secrets / "us-secret", "us-secret\n")
+    config = write(tmp_path / "config.yml", ACCOUNTS_YAML, 0o644)
+    settings = load_settings(config_file=config, secrets_dir=secrets)
+    eu, us = settings.zoom_accounts()
+    assert (eu.name, eu.account_id, eu.client_id) == ("eu", "eu-account", "eu-client")
+    assert eu.client_secret.get_secret_value() == "eu-secret"
+    assert eu.meeting_ids == ("111", "222") and eu.discovery is True
+    assert eu.plan == "business" and eu.limits.daily_budget == 30_000
+    assert (us.name, us.account_id, us.plan, us.discovery) == (
+        "us.test-1",
+        "us-account",
+        "pro",
+        False,
+    )
+    assert us.client_secret.get_secret_value() == "us-secret"
+    assert us.limits.daily_budget == 900 and us.limits.heavy_per_second == 10
+
+
+def test_without_a_list_the_single_account_is_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZOOM_EXPORTER_ACCOUNT_ID", "a")
+    monkeypatch.setenv("ZOOM_EXPORTER_CLIENT_ID", "c")
+    monkeypatch.setenv("ZOOM_EXPORTER_CLIENT_SECRET", "s")
+    (only,) = load_settings().zoom_accounts()
+    assert (only.name, only.account_id, only.client_id) == ("default", "a", "c")
+
+
+INLINE = """
+accounts:
+  - name: inline
+    account_id: a
+    client_id: c
+    client_secret: very-secret-value
+"""
+
+
+def test_an_inline_secret_needs_a_private_file(tmp_path: Path) -> None:
+    shared = write(tmp_path / "shared.yml", INLINE, 0o644)
+    with pytest.raises(SettingsError) as error:
+        load_settings(config_file=shared)
+    assert "accounts[0] (inline)" in str(error.value) and "chmod 600" in str(error.value)
+    assert "very-secret-value" not in str(error.value)
+    private = write(tmp_path / "private.yml", INLINE, 0o600)
+    (account,) = load_settings(config_file=private).zoom_accounts()
+    assert account.client_secret.get_secret_value() == "very-secret-value"
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        (
+            "- {name: a, account_id_env: X, client_id_env: Y, client_secret_env: NOPE_UNSET}",
+            "accounts[0] (a): client_secret_env names NOPE_UNSET, which is not set",
+        ),
+        (
+            "- {name: a, account_id: x, client_id: y, client_secret_file: gone}",
+            "accounts[0] (a): client_secret_file needs --secrets.dir",
+        ),
+        (
+            "- {name: 'bad name', account_id: x, client_id: y, client_secret_env: S}",
+            "ACCOUNTS.0.NAME",
+        ),
+        (
+            "- {name: a, account_id: x, client_id: y, client_secret_env: S}\n- {name: a, account_id: x, client_id: y, client_secret_env: S}",
+            "used twice",
+        ),
+        ("- {name: a, client_id: y, client_secret_env: S}", "account 'a': give account_id"),
+        (
+            "- {name: a, account_id: x, account_id_env: X, client_id: y, client_secret_env: S}",
+            "got account_id, account_id_env",
+        ),
+        (
+            "- {name: a, account_id: x, client_id: y, client_secret_file: ../etc/passwd}",
+            "inside --secrets.dir",
+        ),
+        (
+            "- {name: a, account_id: x, client_id: y, client_secret_env: S, plan: gold}",
+            "ACCOUNTS.0.PLAN",
+        ),
+        (
+            "- {name: a, account_id: x, client_id: y, client_secret_env: S, colour: red}",
+            "unknown setting",
+        ),
+    ],
+)
+def test_a_bad_account_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entries: str, expected: str
+) -> None:
+    monkeypatch.setenv("X", "x")
+    monkeypatch.setenv("Y", "y")
+    monkeypatch.setenv("S", "s")
+    config = write(tmp_path / "c.yml", "accounts:\n" + entries + "\n", 0o600)
+    with pytest.raises(SettingsError) as error:
+        load_settings(config_file=config)
+    assert expected in str(error.value)
+
+
+def test_validation_errors_carry_the_entry_path() -> None:
+    """What the settings helper maps to file:line: ('accounts', 1, 'plan')."""
+    ok = {"name": "a", "account_id": "x", "client_id": "y", "client_secret_env": "S"}
+    with pytest.raises(ValidationError) as error:
+        Settings(accounts=[ok, {**ok, "name": "b", "plan": "gold"}])
+    assert error.value.errors()[0]["loc"] == ("accounts", 1, "plan")
+
+
+# -- shards --------------------------------------------------------------------------------
+
+
+def test_three_shards_cover_ten_accounts_exactly_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S", "s")
+    names = [f"customer-{n}" for n in range(10)]
+    accounts = [
+        {"name": n, "account_id": n, "client_id": n, "client_secret_env": "S"} for n in names
+    ]
+    polled: dict[str, list[int]] = {n: [] for n in names}
+    for index in range(3):
+        replica = Settings(accounts=accounts, shard=f"{index}/3")
+        for account in replica.my_accounts():
+            polled[account.name].append(index)
+    assert all(len(replicas) == 1 for replicas in polled.values()), polled
+    assert len({r[0] for r in polled.values()}) > 1  # the work is spread, not all on one
+    # Stable: the same name falls to the same replica in every process (sha256, not hash()).
+    assert [shard_of(n, 3) for n in names] == [polled[n][0] for n in names]
+    assert (
+        shard_of("customer-0", 3)
+        == int.from_bytes(__import__("hashlib").sha256(b"customer-0").digest()[:8], "big") % 3
+    )
+
+
+@pytest.mark.parametrize("value", ["3/3", "-1/3", "1/0", "1", "a/b", "1/3/4"])
+def test_a_bad_shard_is_refused(value: str) -> None:
+    with pytest.raises(ValueError):
+        parse_shard(value)
+    with pytest.raises(SettingsError) as error:
+        load_settings({"shard": value, "demo": True})
+    assert "ZOOM_EXPORTER_SHARD" in str(error.value)
+
+
+# -- the composed exposition ---------------------------------------------------------------
+
+
+def _merged(snapshots: list[Snapshot]) -> bytes:
+    """prometheus_client's text of several accounts' families, one header per family."""
+    families: dict[str, Metric] = {}
+    for snapshot in snapshots:
+        for family in registry_for(snapshot).collect():
+            if family.name not in families:
+                families[family.name] = Metric(family.name, family.documentation, family.type)
+            families[family.name].samples.extend(family.samples)
+
+    class Merged:
+        def collect(self) -> list[Metric]:
+            return list(families.values())
+
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Merged())  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+async def _snapshot(seed: int, account: str) -> Snapshot:
+    """A real cycle's snapshot of a simulated account."""
+    from conftest import poller, simulator, zoom_client
+
+    clock = FakeClock()
+    async with simulator(Scenario(seed=seed, clock=clock)) as sim, aiohttp.ClientSession() as s:
+        client = zoom_client(s, sim.api_url, sim.oauth_url, clock=clock)
+
+        class Keep:
+            async def publish(self, snapshot: Snapshot, health: object) -> None:
+                pass
+
+        report = await poller(client, Keep(), clock=clock, interval=60.0).run_cycle()  # type: ignore[arg-type]
+    return Snapshot(report.snapshot.meetings, account=account)
+
+
+async def test_the_composed_exposition_is_what_prometheus_client_writes() -> None:
+    snapshots = [await _snapshot(1, "eu"), await _snapshot(2, "us")]
+    assert all(s.meetings for s in snapshots)
+    rendered = [Exposition.render(s) for s in snapshots]
+    composed = compose(rendered)
+    text = composed.form(openmetrics=False)
+    assert text.plain == _merged(snapshots)
+    assert text.plain.count(b"# HELP zoom_meeting_participants ") == 1
+    assert gzip.decompress(text.body(b"", compressed=True)) == text.plain
+    om = composed.form(openmetrics=True)
+    assert gzip.decompress(om.body(b"# EOF\n", compressed=True)) == om.plain + b"# EOF\n"
+    # Each account's rendered lines are laid in as they are: never rendered nor copied again.
+    ids = {id(chunk) for chunk in text.chunks}
+    for exposition in rendered:
+        lines = [c for c in exposition.text.chunks if not c.startswith(b"# HELP ")]
+        assert lines and all(id(chunk) in ids for chunk in lines)
+
+
+# -- the daemon against several simulated accounts ------------------------------------------
+
+SERIES = re.compile(rb'^(\w+)\{account="([^"]*)"(.*)$', re.M)
+
+
+def accounts_of(body: bytes, metric: str) -> dict[str, set[bytes]]:
+    """account -> the label strings of `metric`'s series."""
+    out: dict[str, set[bytes]] = {}
+    for name, account, rest in SERIES.findall(body):
+        if name.decode() == metric:
+            out.setdefault(account.decode(), set()).add(rest)
+    return out
+
+
+def meeting_ids(body: bytes) -> dict[str, set[str]]:
+    return {
+        account: {re.search(rb'meeting_id="([^"]*)"', r).group(1).decode() for r in rest}  # type: ignore[union-attr]
+        for account, rest in accounts_of(body, "zoom_meeting_participants").items()
+    }
+
+
+class Zoo:
+    """A simulator serving `count` accounts (acct-0 ... ), each its own seed and secret."""
+
+    def __init__(self, sim: Simulator, names: list[str]) -> None:
+        self.sim = sim
+        self.names = names
+
+    def account(self, name: str) -> Any:
+        return self.sim.account(f"{name}-id")
+
+    def entries(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": name,
+                "account_id": f"{name}-id",
+                "client_id": f"{name}-client",
+                "client_secret_env": f"ACME_{index}_SECRET",
+            }
+            for index, name in enumerate(self.names)
+        ]
+
+
+@pytest.fixture
+def zoo_of(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    @__import__("contextlib").asynccontextmanager
+    async def make(count: int, clock: Any = time.time, **limits: Any) -> AsyncIterator[Zoo]:
+        names = [f"acct-{n}" for n in range(count)]
+        for index, name in enumerate(names):
+            monkeypatch.setenv(f"ACME_{index}_SECRET", f"{name}-secret")
+        first = names[0]
+        sim = Simulator(
+            Scenario(seed=11, clock=clock),
+            account_id=f"{first}-id",
+            client_id=f"{first}-client",
+            client_secret=f"{first}-secret",
+            **limits,
+        )
+        for index, name in enumerate(names[1:], start=1):
+            sim.add_account(
+                f"{name}-id",
+                client_id=f"{name}-client",
+                client_secret=f"{name}-secret",
+                scenario=Scenario(seed=11 + index, clock=clock),
+                **limits,
+            )
+        async with sim:
+            yield Zoo(sim, names)
+
+    return make
+
+
+def settings_for(zoo: Zoo, **more: Any) -> Settings:
+    options: dict[str, Any] = {
+        "api_url": zoo.sim.api_url,
+        "oauth_url": zoo.sim.oauth_url,
+        "accounts": zoo.entries(),
+        "poll_interval": 1.0,
+        "request_timeout": 2.0,
+        "max_retries": 0,
+        **more,
+    }
+    settings = Settings(**options)
+    settings.zoom_accounts()  # resolved now, with the test's environment
+    return settings
+
+
+def scrape(daemon: Daemon) -> bytes:
+    body = daemon.store.exposition.form(openmetrics=False).plain
+    return body + SelfMetrics(daemon).render(openmetrics=False)
+
+
+async def until(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def live_ids(sim_account: Any) -> set[str]:
+    scenario = sim_account.scenario
+    now = scenario.now()
+    return {str(m.id) for kind in ("meeting", "webinar") for m in scenario.meetings(kind, now)}
+
+
+@pytest.mark.parametrize("count", [2, 5])
+async def test_every_account_is_polled_under_its_own_label(
+    zoo_of: Callable[..., Any], count: int
+) -> None:
+    world = FakeClock()  # the simulated worlds stand still: what was polled is what is live
+    async with zoo_of(count, world) as zoo, aiohttp.ClientSession() as session:
+        settings = settings_for(zoo)
+        daemon = Daemon(lambda: settings, settings, session)
+        for runtime in daemon.accounts():
+            assert (await runtime.poller.run_cycle()).health.state == "ok"
+        await daemon.store.refresh()
+        body = scrape(daemon)
+        polled = meeting_ids(body)
+        assert set(polled) == set(zoo.names)
+        for name in zoo.names:  # each account's series hold its own meetings, no other's
+            assert polled[name] == live_ids(zoo.account(name)), name
+            assert zoo.account(name).stats["oauth_token"] == 1
+        # The worlds differ (each has meetings of its own), so the equality above tells them
+        # apart: another account's meetings under this label would break it.
+        worlds = [live_ids(zoo.account(name)) for name in zoo.names]
+        assert all(a - b for a in worlds for b in worlds if a is not b)
+        for metric in ("zoom_up", "zoom_exporter_poll_cycles_total", "zoom_exporter_daily_budget"):
+            assert set(accounts_of(body, metric)) == set(zoo.names), metric
+        assert body.count(b"# HELP zoom_up ") == 1
+        assert b"zoom_up{" in body and b"\nzoom_up " not in body
+        # Each account spent its own budget: the client's count is the simulator's.
+        for runtime in daemon.accounts():
+            assert runtime.budget.used(time.time()) == zoo.account(runtime.name).quota_used
+
+
+async def test_budgets_are_kept_per_account_over_a_simulated_day(
+    zoo_of: Callable[..., Any],
+) -> None:
+    """Two accounts on one accelerated clock, one with a small budget: it stretches its
+    interval, the other does not, and neither spends the other's calls."""
+    day = 20_776 * 86400.0
+    clock = FakeClock(day + 10.0)
+    async with (
+        zoo_of(2, clock, rate_limits=RateLimits.PRO, daily_limit=5_000) as zoo,
+        aiohttp.ClientSession() as session,
+    ):
+        entries = zoo.entries()
+        entries[0]["daily_request_budget"] = 150
+        entries[1]["daily_request_budget"] = 2_000
+        settings = settings_for(zoo, poll_interval=300.0, max_poll_interval=3600.0)
+        settings = Settings(**{**settings.model_dump(exclude={"accounts"}), "accounts": entries})
+        daemon = Daemon(lambda: settings, settings, session, clock=clock)
+        small, large = daemon.account("acct-0"), daemon.account("acct-1")
+        due = {name: clock.now for name in zoo.names}
+        cycles = dict.fromkeys(zoo.names, 0)
+        while min(due.values()) < day + 86400 - 60:
+            name = min(due, key=lambda n: due[n])
+            clock.now = max(clock.now, due[name])
+            runtime = daemon.account(name)
+            await runtime.poller.run_cycle()
+            cycles[name] += 1
+            due[name] += runtime.poller.effective_interval
+        now = clock.now
+        assert small.budget.used(now) <= 150 and large.budget.used(now) <= 2_000
+        assert small.budget.used(now) == zoo.account("acct-0").quota_used
+        assert large.budget.used(now) == zoo.account("acct-1").quota_used
+        assert large.budget.used(now) > 5 * small.budget.used(now)
+        assert small.poller.effective_interval > large.poller.effective_interval
+        assert cycles["acct-1"] > 2 * cycles["acct-0"], cycles
+
+
+def fail(way: str, account: Any) -> None:
+    if way == "credentials":
+        account.faults.change_credentials("rotated-elsewhere")
+        account.faults.revoke_tokens()
+    elif way == "daily_limit":
+        account.faults.rate_limit(count=1000, type="Daily-limit", retry_after=3600)
+    else:
+        account.faults.timeout(count=1000, seconds=30.0)
+
+
+EXPECTED = {"credentials": "auth_failed", "daily_limit": "daily_limit", "hanging": "unreachable"}
+
+
+@pytest.mark.parametrize("way", list(EXPECTED))
+async def test_one_account_failing_leaves_the_others_fresh(
+    zoo_of: Callable[..., Any], way: str
+) -> None:
+    async with zoo_of(3) as zoo, aiohttp.ClientSession() as session:
+        settings = settings_for(zoo)
+        daemon = Daemon(lambda: settings, settings, session)
+        daemon.start()
+        try:
+            await until(
+                lambda: all(r.health.state == "ok" for r in daemon.accounts()), what="first cycles"
+            )
+            broken, *healthy = daemon.accounts()
+            fail(way, zoo.account(broken.name))
+            await until(lambda: broken.health.state == EXPECTED[way], what=f"{way} seen")
+            cycles = {r.name: r.health.complete_cycles for r in healthy}
+            tokens = {r.name: r.token for r in healthy}
+            await until(
+                lambda: all(r.health.complete_cycles >= cycles[r.name] + 2 for r in healthy),
+                what="the others' cycles",
+            )
+            body = scrape(daemon)
+            up = {a: rest for a, rest in accounts_of(body, "zoom_up").items()}
+            assert set(up) == set(zoo.names)
+            for runtime in healthy:
+                assert runtime.health.state == "ok" and runtime.health.up
+                assert runtime.token is tokens[runtime.name]
+                assert time.time() - (runtime.health.last_success_timestamp or 0) < 5
+                assert zoo.account(runtime.name).stats["oauth_token"] == 1
+            assert f'zoom_up{{account="{broken.name}"}} 0.0'.encode() in body
+            for runtime in healthy:
+                assert f'zoom_up{{account="{runtime.name}"}} 1.0'.encode() in body
+            state = f'zoom_exporter_state{{account="{broken.name}",state="{EXPECTED[way]}"}} 1.0'
+            assert state.encode() in body
+        finally:
+            await daemon.stop()
+
+
+async def test_a_reload_adds_and_removes_accounts_and_keeps_the_others(
+    zoo_of: Callable[..., Any],
+) -> None:
+    async with zoo_of(4, FakeClock()) as zoo, aiohttp.ClientSession() as session:
+        entries = zoo.entries()
+        current = {"settings": settings_for(zoo)}
+        current["settings"] = Settings(
+            **{**current["settings"].model_dump(exclude={"accounts"}), "accounts": entries[:3]}
+        )
+        daemon = Daemon(lambda: current["settings"], current["settings"], session)
+        for runtime in daemon.accounts():
+            await runtime.poller.run_cycle()
+        await daemon.store.refresh()
+        kept: dict[str, AccountRuntime] = {r.name: r for r in daemon.accounts()}
+        before = {
+            name: (r.token, r.telemetry, r.telemetry.requests.total(), r.budget.used(time.time()))
+            for name, r in kept.items()
+        }
+        assert set(meeting_ids(scrape(daemon))) == {"acct-0", "acct-1", "acct-2"}
+        changed = {**entries[1], "daily_request_budget": 1234}
+        current["settings"] = Settings(
+            **{
+                **current["settings"].model_dump(exclude={"accounts"}),
+                "accounts": [entries[0], changed, entries[3]],
+            }
+        )
+        assert await daemon.reload() is None
+        assert set(daemon.runtimes) == {"acct-0", "acct-1", "acct-3"}
+        for name in ("acct-0", "acct-1"):  # the same runtime: tokens, counters, spend kept
+            runtime = daemon.account(name)
+            token, telemetry, requests, used = before[name]
+            assert runtime is kept[name]
+            assert runtime.token is token and runtime.telemetry is telemetry
+            assert telemetry.requests.total() == requests
+            assert runtime.budget.used(time.time()) == used
+        assert daemon.account("acct-1").budget.budget == 1234
+        assert daemon.account("acct-0").budget.budget == kept["acct-0"].budget.budget
+        await daemon.account("acct-3").poller.run_cycle()
+        await daemon.store.refresh()
+        body = scrape(daemon)
+        assert set(meeting_ids(body)) == {"acct-0", "acct-1", "acct-3"}
+        assert b'account="acct-2"' not in body  # a removed account's series are gone
+        assert zoo.account("acct-2").stats["oauth_token"] == 1  # and it is called no more
+        assert zoo.account("acct-0").stats["oauth_token"] == 1  # no new token for the others
