@@ -144,7 +144,7 @@ def test_an_inline_secret_needs_a_private_file(tmp_path: Path) -> None:
             "ACCOUNTS.0.NAME",
         ),
         (
-            "- {name: a, account_id: x, client_id: y, client_secret_env: S}\n- {name: a, account_id: x, client_id: y, client_secret_env: S}",
+            "- {name: a, account_id: x, client_id: y, client_secret_env: S}\n" * 2,
             "used twice",
         ),
         ("- {name: a, client_id: y, client_secret_env: S}", "account 'a': give account_id"),
@@ -368,8 +368,8 @@ def scrape(daemon: Daemon) -> bytes:
     return body + SelfMetrics(daemon).render(openmetrics=False)
 
 
-async def until(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
+async def until(condition: Callable[[], object], what: str, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
@@ -543,3 +543,56 @@ async def test_a_reload_adds_and_removes_accounts_and_keeps_the_others(
         assert b'account="acct-2"' not in body  # a removed account's series are gone
         assert zoo.account("acct-2").stats["oauth_token"] == 1  # and it is called no more
         assert zoo.account("acct-0").stats["oauth_token"] == 1  # no new token for the others
+
+
+# -- the StatefulSet example ----------------------------------------------------------------
+
+
+def test_the_sharded_kubernetes_example_maps_the_pod_ordinal_to_the_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import subprocess
+
+    import yaml
+    from test_deploy import KUBERNETES, tool
+
+    base = tmp_path / "kubernetes"
+    shutil.copytree(KUBERNETES, base, ignore=shutil.ignore_patterns("credentials.env"))
+    shutil.copy(base / "credentials.env.example", base / "credentials.env")
+    shutil.copytree(KUBERNETES.parent / "kubernetes-sharded", tmp_path / "kubernetes-sharded")
+    out = subprocess.run(
+        [tool("kubectl"), "kustomize", str(tmp_path / "kubernetes-sharded")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert not [d for d in docs if d["kind"] == "Deployment"]
+    (stateful,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    replicas = stateful["spec"]["replicas"]
+    (container,) = stateful["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    )
+    assert env["ZOOM_EXPORTER_SHARD"]["value"] == f"$(POD_INDEX)/{replicas}"
+    names = [e["name"] for e in container["env"]]
+    assert names.index("POD_INDEX") < names.index("ZOOM_EXPORTER_SHARD")  # expanded in order
+    (config_map,) = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")
+    ]
+    config = tmp_path / "config.yml"
+    config.write_text(config_map["data"]["config.yml"])
+    for entry in yaml.safe_load(config.read_text())["accounts"]:
+        for key in ("account_id_env", "client_id_env", "client_secret_env"):
+            monkeypatch.setenv(entry[key], f"{entry['name']}-{key}")
+    # Each pod, ordinal i, polls its share; together they poll every account exactly once.
+    polled: list[str] = []
+    for index in range(replicas):
+        monkeypatch.setenv("ZOOM_EXPORTER_SHARD", f"{index}/{replicas}")
+        polled += [a.name for a in load_settings(config_file=config).my_accounts()]
+    assert sorted(polled) == sorted(
+        e["name"] for e in yaml.safe_load(config.read_text())["accounts"]
+    )
