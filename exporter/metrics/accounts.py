@@ -105,7 +105,8 @@ class AccountsStore:
         if ticket > self._applied:  # a later composition may finish first: keep the newest
             self._applied = ticket
             self.exposition = composed
-        if self.stores and all(s.ready.is_set() for s in self.stores.values()):
+        # Ready once every account has finished a cycle (at once on a replica without any).
+        if all(s.ready.is_set() for s in self.stores.values()):
             self.ready.set()
 
     async def refresh(self) -> None:
