@@ -62,7 +62,9 @@ async def zoom_accounts(settings: Settings) -> AsyncIterator[dict[str, ZoomAccou
     speed = settings.demo_speed
 
     def scenario(seed: int) -> Scenario:
-        return Scenario(seed, clock=ScaledClock(speed)) if speed != 1 else Scenario(seed)
+        # The first account's world has the seed meeting's fixed ids; the others' are their own.
+        clock = ScaledClock(speed) if speed != 1 else time.time
+        return Scenario(seed, clock, fixed_ids=seed == DEMO_ACCOUNTS[0][4])
 
     # Zoom's per-second limits for the plan; meaningless when the demo world runs faster.
     limits = RateLimits.for_plan(settings.plan) if speed == 1 else None
