@@ -46,7 +46,7 @@ GIL_SWITCH_INTERVAL = 0.001
 DEMO_ACCOUNT, DEMO_CLIENT, DEMO_SECRET = "demo-account", "demo-client", "demo-secret"
 DEMO_ACCOUNTS: Final = (  # (name, account_id, client_id, client_secret, scenario seed)
     ("demo-eu", DEMO_ACCOUNT, DEMO_CLIENT, DEMO_SECRET, 1),
-    ("demo-us", "demo-us-account", "demo-us-client", "demo-us-secret", 2),
+    ("demo-us", "demo-us-account", "demo-us-client", "demo-us-secret", 4),
 )
 
 
