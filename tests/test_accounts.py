@@ -512,6 +512,9 @@ async def test_a_reload_adds_and_removes_accounts_and_keeps_the_others(
         for runtime in daemon.accounts():
             await runtime.poller.run_cycle()
         await daemon.store.refresh()
+        # acct-0 hits Zoom's daily limit: its pause must outlive the reload.
+        zoo.account("acct-0").faults.rate_limit(count=1, type="Daily-limit", retry_after=3600)
+        assert (await daemon.account("acct-0").poller.run_cycle()).health.state == "daily_limit"
         kept: dict[str, AccountRuntime] = {r.name: r for r in daemon.accounts()}
         before = {
             name: (r.token, r.telemetry, r.telemetry.requests.total(), r.budget.used(time.time()))
@@ -535,6 +538,10 @@ async def test_a_reload_adds_and_removes_accounts_and_keeps_the_others(
             assert telemetry.requests.total() == requests
             assert runtime.budget.used(time.time()) == used
         assert daemon.account("acct-1").budget.budget == 1234
+        calls = zoo.account("acct-0").stats["total"]
+        paused = await daemon.account("acct-0").poller.run_cycle()
+        assert paused.health.state == "daily_limit"  # still paused: no call made
+        assert zoo.account("acct-0").stats["total"] == calls
         assert daemon.account("acct-0").budget.budget == kept["acct-0"].budget.budget
         await daemon.account("acct-3").poller.run_cycle()
         await daemon.store.refresh()
@@ -596,3 +603,37 @@ def test_the_sharded_kubernetes_example_maps_the_pod_ordinal_to_the_shard(
     assert sorted(polled) == sorted(
         e["name"] for e in yaml.safe_load(config.read_text())["accounts"]
     )
+
+
+async def test_the_web_serves_every_account_and_the_status_page_groups_them(
+    zoo_of: Callable[..., Any],
+) -> None:
+    from aiohttp.test_utils import TestServer
+
+    from exporter.web.app import create_app
+
+    async with zoo_of(2, FakeClock()) as zoo, aiohttp.ClientSession() as session:
+        settings = settings_for(zoo)
+        daemon = Daemon(lambda: settings, settings, session)
+        app = create_app(daemon.store, self_metrics=SelfMetrics(daemon))
+        async with TestServer(app, host="127.0.0.1") as server:
+            ready = await session.get(server.make_url("/-/ready"))
+            assert ready.status == 503  # no account has finished a cycle
+            zoo.account("acct-1").faults.change_credentials("elsewhere")
+            for runtime in daemon.accounts():
+                await runtime.poller.run_cycle()
+            assert (await session.get(server.make_url("/-/ready"))).status == 200
+            metrics = await session.get(
+                server.make_url("/metrics"), headers={"Accept-Encoding": "gzip"}
+            )
+            body = (await metrics.read()).decode()
+            assert metrics.headers["Content-Encoding"] == "gzip"  # decoded by aiohttp
+            assert 'zoom_up{account="acct-0"} 1.0' in body
+            assert 'zoom_up{account="acct-1"} 0.0' in body
+            assert body.count("# HELP zoom_meeting_participants ") == 1
+            page = await (await session.get(server.make_url("/"))).text()
+            eu, us = page.index('id="account-acct-0"'), page.index('id="account-acct-1"')
+            assert eu < us
+            assert "Zoom refused the credentials" in page[us:]
+            assert "Zoom refused the credentials" not in page[eu:us]
+            assert "Weekly Sync" in page[eu:us]  # the first world's seed meeting, in its section
