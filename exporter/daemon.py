@@ -150,7 +150,13 @@ def build_client(
 
 
 def http_session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(headers={"User-Agent": f"zoom-qos-exporter/{__version__}"})
+    """The session every account's calls share. No cap on its connections (aiohttp's default
+    is 100): accounts whose API hangs would otherwise hold them all and stall the others;
+    each account's own concurrency bounds what it opens."""
+    return aiohttp.ClientSession(
+        headers={"User-Agent": f"zoom-qos-exporter/{__version__}"},
+        connector=aiohttp.TCPConnector(limit=0),
+    )
 
 
 @contextlib.asynccontextmanager

@@ -637,3 +637,12 @@ async def test_the_web_serves_every_account_and_the_status_page_groups_them(
             assert "Zoom refused the credentials" in page[us:]
             assert "Zoom refused the credentials" not in page[eu:us]
             assert "Weekly Sync" in page[eu:us]  # the first world's seed meeting, in its section
+
+
+async def test_the_shared_session_has_no_connection_cap() -> None:
+    """aiohttp's default pool of 100 connections would let 25 accounts whose API hangs (4
+    concurrent calls each) stall every other account; each account's concurrency bounds it."""
+    from exporter.daemon import http_session
+
+    async with http_session() as session:
+        assert session.connector is not None and session.connector.limit == 0
