@@ -575,6 +575,11 @@ def test_the_sharded_kubernetes_example_maps_the_pod_ordinal_to_the_shard(
         check=True,
         timeout=120,
     ).stdout
+    manifest = tmp_path / "all.yaml"
+    manifest.write_text(out)
+    subprocess.run(
+        [tool("kubernetes-validate"), "--strict", str(manifest)], check=True, timeout=300
+    )
     docs = [d for d in yaml.safe_load_all(out) if d]
     assert not [d for d in docs if d["kind"] == "Deployment"]
     (stateful,) = [d for d in docs if d["kind"] == "StatefulSet"]
