@@ -8,6 +8,7 @@ account failing each way while the others stay fresh, a reload that adds and rem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import re
 import time
@@ -238,7 +239,7 @@ def _merged(snapshots: list[Snapshot]) -> bytes:
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Merged())  # type: ignore[arg-type]
+    registry.register(Merged())
     return generate_latest(registry)
 
 
@@ -321,7 +322,7 @@ class Zoo:
 
 @pytest.fixture
 def zoo_of(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
-    @__import__("contextlib").asynccontextmanager
+    @contextlib.asynccontextmanager
     async def make(count: int, clock: Any = time.time, **limits: Any) -> AsyncIterator[Zoo]:
         names = [f"acct-{n}" for n in range(count)]
         for index, name in enumerate(names):
@@ -651,3 +652,53 @@ async def test_the_shared_session_has_no_connection_cap() -> None:
 
     async with http_session() as session:
         assert session.connector is not None and session.connector.limit == 0
+
+
+async def test_the_state_file_is_keyed_by_account_and_reads_the_old_format(
+    zoo_of: Callable[..., Any], tmp_path: Path
+) -> None:
+    import json
+
+    from exporter.zoom.limits import utc_day
+
+    today = utc_day(time.time())
+    storage = tmp_path / "state"
+    storage.mkdir()
+    old = {"version": 1, "budget": {"day": today, "used": 123}, "saved_at": time.time()}
+    (storage / "state.json").write_text(json.dumps(old))
+    async with zoo_of(2, FakeClock()) as zoo, aiohttp.ClientSession() as session:
+        single = Settings(
+            api_url=zoo.sim.api_url,
+            oauth_url=zoo.sim.oauth_url,
+            account_id="acct-0-id",
+            client_id="acct-0-client",
+            client_secret="acct-0-secret",
+            storage_path=storage,
+        )
+        daemon = Daemon(lambda: single, single, session)
+        assert daemon.account().name == "default"
+        assert daemon.account().budget.used(time.time()) == 123  # the old format is default's
+        await daemon.account().poller.run_cycle()
+        await daemon.flush()
+        saved = json.loads((storage / "state.json").read_text())
+        assert set(saved["accounts"]) == {"default"}
+        assert saved["accounts"]["default"]["budget"]["used"] > 123
+    storage = tmp_path / "state2"  # another directory: the first daemon holds its lock
+    storage.mkdir()
+    (storage / "state.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "accounts": {
+                    "acct-0": {"budget": {"day": today, "used": 7}},
+                    "acct-1": {"budget": {"day": today, "used": 70}},
+                },
+            }
+        )
+    )
+    async with zoo_of(2, FakeClock()) as zoo, aiohttp.ClientSession() as session:
+        settings = settings_for(zoo, storage_path=storage)
+        daemon = Daemon(lambda: settings, settings, session)
+        now = time.time()
+        assert daemon.account("acct-0").budget.used(now) == 7
+        assert daemon.account("acct-1").budget.used(now) == 70
