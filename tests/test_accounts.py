@@ -702,3 +702,30 @@ async def test_the_state_file_is_keyed_by_account_and_reads_the_old_format(
         now = time.time()
         assert daemon.account("acct-0").budget.used(now) == 7
         assert daemon.account("acct-1").budget.used(now) == 70
+
+
+async def test_a_burst_of_publishes_is_composed_once_more_not_once_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from exporter.metrics import accounts as module
+    from exporter.metrics.store import SnapshotStore
+
+    stores = {name: SnapshotStore() for name in ("a", "b", "c")}
+    for name, store in stores.items():
+        store.exposition = Exposition.render(Snapshot(account=name))
+    target = module.AccountsStore()
+    target.set_stores(stores)
+    calls: list[int] = []
+    real = module.compose
+
+    def counted(expositions: Any) -> Any:
+        calls.append(len(expositions))
+        time.sleep(0.05)  # long enough for the whole burst to arrive meanwhile
+        return real(expositions)
+
+    monkeypatch.setattr(module, "compose", counted)
+    await asyncio.gather(*(target.refresh() for _ in range(20)))
+    assert 1 <= len(calls) <= 2, calls
+    stores["b"].exposition = Exposition.render(Snapshot(account="b2"))
+    await target.refresh()  # a later publish is always composed
+    assert b'account="b2"' in target.exposition.form(openmetrics=False).plain

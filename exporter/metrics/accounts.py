@@ -90,7 +90,8 @@ class AccountsStore:
         self.stores: dict[str, SnapshotStore] = {}
         self.exposition = compose([])
         self.ready = asyncio.Event()
-        self._asked = self._applied = 0  # compositions begun, and the newest assigned
+        self._asked = self._applied = 0  # compositions asked for, and the newest assigned
+        self._composing: asyncio.Future[None] | None = None
 
     def set_stores(self, stores: dict[str, SnapshotStore]) -> None:
         """The accounts served now (a reload adds and removes some); composes at once."""
@@ -110,14 +111,28 @@ class AccountsStore:
             self.ready.set()
 
     async def refresh(self) -> None:
-        """Compose again after an account published (off the event loop when there are
-        several: the CRC pass over a large body takes milliseconds)."""
+        """Compose again after an account published; return once the page includes it.
+
+        Off the event loop when there are several accounts (the CRC pass over a large body
+        takes milliseconds), and one composition at a time: publishes that arrive while one
+        runs are all taken by the next, so a burst of cycles costs two, not one each."""
         ticket = self._take()
-        expositions = [s.exposition for s in self.stores.values()]
-        if len(expositions) <= 1:
-            self._assign(ticket, compose(expositions))
-            return
-        self._assign(ticket, await in_daemon_thread(lambda: compose(expositions)))
+        while self._applied < ticket:
+            if self._composing is None:
+                self._composing = asyncio.ensure_future(self._compose_latest())
+            await asyncio.shield(self._composing)
+
+    async def _compose_latest(self) -> None:
+        try:
+            ticket = self._asked
+            expositions = [s.exposition for s in self.stores.values()]
+            if len(expositions) <= 1:
+                composed = compose(expositions)
+            else:
+                composed = await in_daemon_thread(lambda: compose(expositions))
+            self._assign(ticket, composed)
+        finally:
+            self._composing = None
 
     def overdue(self) -> float | None:
         """The longest an account's polling has been stuck, if any is (see SnapshotStore)."""
