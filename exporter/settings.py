@@ -659,6 +659,14 @@ def settings_warnings(
             if world:
                 warnings.append(f"--config.file: {config_file} holds a secret and is readable "
                                 "by every user; chmod o-r it")  # fmt: skip
+    if settings.accounts and settings.demo:
+        warnings.append("--demo polls its own two simulated accounts; the accounts list is unused")
+    elif settings.accounts:
+        ignored = [ENV_PREFIX + n.upper() for n in CREDENTIALS if getattr(settings, n)]
+        if ignored:
+            warnings.append(
+                f"{', '.join(ignored)} unused: the accounts list names each account's credentials"
+            )
     if not settings.demo:
         for name in ("oauth_url", "api_url"):
             url = getattr(settings, name)

@@ -729,3 +729,18 @@ async def test_a_burst_of_publishes_is_composed_once_more_not_once_each(
     stores["b"].exposition = Exposition.render(Snapshot(account="b2"))
     await target.refresh()  # a later publish is always composed
     assert b'account="b2"' in target.exposition.form(openmetrics=False).plain
+
+
+def test_credentials_beside_an_accounts_list_are_said_to_be_unused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from exporter.settings import settings_warnings
+
+    monkeypatch.setenv("S", "s")
+    entry = {"name": "a", "account_id": "x", "client_id": "y", "client_secret_env": "S"}
+    settings = Settings(accounts=[entry], account_id="top", client_secret="hidden")
+    (warning,) = settings_warnings(settings)
+    assert "ZOOM_EXPORTER_ACCOUNT_ID, ZOOM_EXPORTER_CLIENT_SECRET unused" in warning
+    assert "hidden" not in warning
+    demo = Settings(accounts=[entry], demo=True)
+    assert any("accounts list is unused" in w for w in settings_warnings(demo))

@@ -68,10 +68,11 @@ FINAL = (0.80, 1.00)  # the final window
 RSS_GROWTH_MAX = 8 * 2**20  # bytes, baseline median -> final median (~14% of the RSS)
 RSS_SLOPE_MAX = 5 * 1024  # KiB per minute, least squares over the post-warm-up samples
 # Integer resources: the band (max - min after warm-up) absorbs the exporter's pooled connections
-# to its simulator (up to 4 concurrent, each an fd at both ends) and the to_thread workers it
-# starts lazily; the trend check (final median vs baseline median) catches one leaked fd, socket,
-# thread or task per ~10 cycles or scrapes.
-BANDS = {"fds": 8, "sockets": 8, "threads": 5, "tasks": 6}
+# to its simulator (up to 4 concurrent per demo account, two accounts, each an fd at both ends),
+# the meetings each account's cycle has in flight, and the to_thread workers it starts lazily;
+# the trend check (final median vs baseline median) catches one leaked fd, socket, thread or
+# task per ~10 cycles or scrapes.
+BANDS = {"fds": 16, "sockets": 16, "threads": 5, "tasks": 12}
 TREND_MAX = 2
 # The exporter's own series (not per meeting or participant) only gain bounded label pairs as the
 # run goes: a 404 code when a meeting ends, a 401 code and a token_renewed retry per endpoint when
