@@ -744,3 +744,64 @@ def test_credentials_beside_an_accounts_list_are_said_to_be_unused(
     assert "hidden" not in warning
     demo = Settings(accounts=[entry], demo=True)
     assert any("accounts list is unused" in w for w in settings_warnings(demo))
+
+
+# -- the real process: flags, the config file, SIGHUP -------------------------------------
+
+
+def test_the_shard_flag_reaches_the_settings() -> None:
+    from exporter.cli import _overrides, build_parser
+
+    args = build_parser().parse_args(["--shard", "2/5", "--demo"])
+    assert _overrides(args)["shard"] == "2/5"
+    assert load_settings(_overrides(args)).shard_index == (2, 5)
+
+
+async def test_sighup_adds_and_removes_accounts_in_the_running_process(
+    zoo_of: Callable[..., Any], tmp_path: Path
+) -> None:
+    import json
+    import signal
+
+    from conftest import http_get, start_exporter, stop_process, wait_for
+
+    async with zoo_of(3) as zoo:
+        entries = zoo.entries()
+        config = tmp_path / "config.yml"
+        common = {"api_url": zoo.sim.api_url, "oauth_url": zoo.sim.oauth_url, "poll_interval": 1}
+        config.write_text(json.dumps({**common, "accounts": entries[:2]}))
+        env = {f"ACME_{i}_SECRET": f"{name}-secret" for i, name in enumerate(zoo.names)}
+        exporter = start_exporter(tmp_path, "--config.file", str(config), env=env)
+
+        def up() -> dict[str, str]:
+            status, _, body = http_get(exporter.url + "/metrics")
+            assert status == 200
+            return dict(re.findall(r'^zoom_up\{account="([^"]+)"\} (\S+)$', body.decode(), re.M))
+
+        async def until_up(accounts: set[str], what: str) -> None:
+            def check() -> bool:
+                if exporter.process.poll() is not None:
+                    raise AssertionError(exporter.log.read_text())
+                seen = up()
+                return set(seen) == accounts and all(v == "1.0" for v in seen.values())
+
+            await asyncio.to_thread(wait_for, check, timeout=30, what=what)
+
+        try:
+            await until_up({"acct-0", "acct-1"}, "two accounts up")
+            tokens = zoo.account("acct-0").stats["oauth_token"]
+            config.write_text(json.dumps({**common, "accounts": [entries[0], entries[2]]}))
+            exporter.process.send_signal(signal.SIGHUP)
+            await until_up({"acct-0", "acct-2"}, "acct-1 gone, acct-2 up")
+            assert zoo.account("acct-0").stats["oauth_token"] == tokens  # its token was kept
+            calls = zoo.account("acct-1").stats["total"]
+            others = zoo.account("acct-0").stats["total"]
+            await asyncio.to_thread(  # the simulator answers on this loop: wait in a thread
+                wait_for,
+                lambda: zoo.account("acct-0").stats["total"] >= others + 6,
+                timeout=30,
+                what="more cycles of acct-0",
+            )
+            assert zoo.account("acct-1").stats["total"] == calls  # acct-1 is no longer polled
+        finally:
+            assert stop_process(exporter.process) == 0
