@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
+from exporter import logfmt
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.logfmt import kv
 from exporter.metrics.exposition import Exposition
@@ -28,7 +29,7 @@ from exporter.metrics.store import SnapshotStore
 from exporter.polling.health import Health
 from exporter.polling.poller import Poller, PollSettings
 from exporter.polling.targets import configured_targets
-from exporter.settings import AccountConfig, Settings
+from exporter.settings import DEFAULT_ACCOUNT, AccountConfig, Settings
 from exporter.zoom.auth import TokenProvider
 from exporter.zoom.client import ZoomClient
 from exporter.zoom.limits import DailyBudget, Holds, RateLimiter, seconds_until_reset
@@ -223,9 +224,12 @@ class AccountRuntime:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(
-                self.poller.run_forever(self._stop), name=f"poll {self.name}"
-            )
+            self._task = asyncio.create_task(self._run(), name=f"poll {self.name}")
+
+    async def _run(self) -> None:
+        if self.name != DEFAULT_ACCOUNT:  # the single account's lines stay as they were
+            logfmt.ACCOUNT.set(self.name)  # this task's context only
+        await self.poller.run_forever(self._stop)
 
     async def stop(self) -> None:
         """End the poll task (a cycle in flight is cancelled)."""

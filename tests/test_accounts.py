@@ -805,3 +805,20 @@ async def test_sighup_adds_and_removes_accounts_in_the_running_process(
             assert zoo.account("acct-1").stats["total"] == calls  # acct-1 is no longer polled
         finally:
             assert stop_process(exporter.process) == 0
+
+
+async def test_an_account_tasks_log_lines_name_the_account() -> None:
+    import logging
+
+    from exporter import logfmt
+
+    record = logging.LogRecord("exporter", logging.INFO, __file__, 1, "cycle done", None, None)
+    record.kv = {"state": "ok"}
+
+    async def in_task() -> str:
+        logfmt.ACCOUNT.set("emea")
+        return logfmt.LogfmtFormatter().format(record)
+
+    line = await asyncio.create_task(in_task())
+    assert line.endswith('msg="cycle done" account=emea state=ok')
+    assert "account=" not in logfmt.LogfmtFormatter().format(record)  # not outside the task
