@@ -43,6 +43,7 @@ _FLAG_FIELDS = {
     "storage.path": "storage_path",
     "demo.speed": "demo_speed",
     "web.max_connections": "web_max_connections",
+    "shard": "shard",
 }
 # settings field -> the flag as typed, for errors and --help.
 FLAGS = {
@@ -175,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--zoom.webinar-ids", metavar="IDS", dest="zoom.webinar_ids", help="comma-separated"
+    )
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="poll only the accounts whose stable hash modulo N is I (replica I of N)",
     )
     commands = parser.add_subparsers(dest="command", metavar="{probe}")
     probe_parser = commands.add_parser("probe", help="fetch one meeting's QoS once and print it")

@@ -10,93 +10,119 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
 from exporter import __version__, build, logfmt, signals
-from exporter.clock import SYSTEM_CLOCK
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.logfmt import kv
+from exporter.metrics.accounts import AccountsStore
 from exporter.metrics.selfmetrics import SelfMetrics
-from exporter.metrics.snapshot import Snapshot
-from exporter.metrics.store import SnapshotStore
-from exporter.polling.health import Health
-from exporter.polling.poller import Poller, PollSettings
-from exporter.polling.targets import configured_targets
-from exporter.settings import Settings, SettingsError
+from exporter.runtime import (
+    DEMO_DAILY_CAP,
+    AccountRuntime,
+    ZoomAccount,
+    real_account,
+)
+from exporter.settings import DEFAULT_ACCOUNT, AccountConfig, Settings, SettingsError
 from exporter.web.app import create_app
 from exporter.web.connections import KEEPALIVE_TIMEOUT, GuardedSite
 from exporter.web.webconfig import WebConfig, ssl_context
-from exporter.zoom.auth import TokenProvider
 from exporter.zoom.client import ZoomClient
-from exporter.zoom.limits import DailyBudget, Holds, RateLimiter, StateFile, seconds_until_reset
-from exporter.zoom.telemetry import ApiTelemetry
-from exporter.zoom.transport import DAILY_LIMIT_REACHED
+from exporter.zoom.limits import DailyBudget, RateLimiter, StateFile
 
 log = logging.getLogger("exporter")
 
-DEMO_POLL_INTERVAL = 10.0
-# The demo account's daily cap: large, so the demo polls at the interval asked for. Set
-# ZOOM_EXPORTER_DAILY_REQUEST_BUDGET to watch the planner stretch the interval.
-DEMO_DAILY_CAP = 10_000_000
 SHUTDOWN_GRACE = 1.0  # seconds open HTTP connections get to finish on SIGTERM
 STATE_WRITE_WAIT = 2.0  # seconds SIGTERM waits for the state file
 # How long a worker thread (rendering, building a large reading) may hold the GIL while the
 # event loop waits for it: Python's default is 5 ms, and under load the waits add up to stalls.
 GIL_SWITCH_INTERVAL = 0.001
-# The in-process simulator's own throwaway credentials; nothing real.
+# The in-process simulator's accounts and their own throwaway credentials; nothing real.
 DEMO_ACCOUNT, DEMO_CLIENT, DEMO_SECRET = "demo-account", "demo-client", "demo-secret"
-
-
-@dataclass(frozen=True)
-class ZoomAccount:
-    """Where the Zoom API is, and the credentials for it."""
-
-    api_url: str
-    oauth_url: str
-    account_id: str
-    client_id: str
-    client_secret: SecretStr
-
-
-def real_account(settings: Settings) -> ZoomAccount:
-    return ZoomAccount(
-        settings.api_url,
-        settings.oauth_url,
-        settings.account_id or "",
-        settings.client_id or "",
-        settings.client_secret or SecretStr(""),
-    )
+DEMO_ACCOUNTS: Final = (  # (name, account_id, client_id, client_secret, scenario seed)
+    ("demo-eu", DEMO_ACCOUNT, DEMO_CLIENT, DEMO_SECRET, 1),
+    ("demo-us", "demo-us-account", "demo-us-client", "demo-us-secret", 4),
+)
 
 
 @contextlib.asynccontextmanager
-async def zoom_account(settings: Settings) -> AsyncIterator[ZoomAccount]:
-    """The real API's endpoints, or an in-process simulator's with --demo."""
+async def zoom_accounts(settings: Settings) -> AsyncIterator[dict[str, ZoomAccount] | None]:
+    """None: the real API, for the accounts of the settings; with --demo, an in-process
+    simulator serving two accounts, by name."""
     if not settings.demo:
-        yield real_account(settings)
+        yield None
         return
     from exporter.simulator import RateLimits, ScaledClock, Scenario, Simulator
 
     speed = settings.demo_speed
-    scenario = Scenario(clock=ScaledClock(speed)) if speed != 1 else Scenario()
+
+    def scenario(seed: int) -> Scenario:
+        # The first account's world has the seed meeting's fixed ids; the others' are their own.
+        clock = ScaledClock(speed) if speed != 1 else time.time
+        return Scenario(seed, clock, fixed_ids=seed == DEMO_ACCOUNTS[0][4])
+
     # Zoom's per-second limits for the plan; meaningless when the demo world runs faster.
     limits = RateLimits.for_plan(settings.plan) if speed == 1 else None
+    (_first, account_id, client_id, secret, seed), *others = DEMO_ACCOUNTS
     async with Simulator(
-        scenario,
-        client_id=DEMO_CLIENT,
-        client_secret=DEMO_SECRET,
-        account_id=DEMO_ACCOUNT,
+        scenario(seed),
+        client_id=client_id,
+        client_secret=secret,
+        account_id=account_id,
         daily_limit=DEMO_DAILY_CAP,
         rate_limits=limits,
     ) as sim:
-        log.info("demo mode: polling the built-in Zoom simulator", extra=kv(url=sim.api_url))
-        yield ZoomAccount(
-            sim.api_url, sim.oauth_url, DEMO_ACCOUNT, DEMO_CLIENT, SecretStr(DEMO_SECRET)
+        for _name, other_id, other_client, other_secret, other_seed in others:
+            sim.add_account(
+                other_id,
+                client_id=other_client,
+                client_secret=other_secret,
+                scenario=scenario(other_seed),
+                daily_limit=DEMO_DAILY_CAP,
+                rate_limits=limits,
+            )
+        log.info(
+            "demo mode: polling the built-in Zoom simulator",
+            extra=kv(url=sim.api_url, accounts=",".join(a[0] for a in DEMO_ACCOUNTS)),
         )
+        yield {
+            name: ZoomAccount(sim.api_url, sim.oauth_url, account, client, SecretStr(secret_))
+            for name, account, client, secret_, _seed in DEMO_ACCOUNTS
+        }
+
+
+@contextlib.asynccontextmanager
+async def zoom_account(settings: Settings) -> AsyncIterator[ZoomAccount]:
+    """The first account's endpoints and credentials (the first demo account's with --demo):
+    what `probe` calls."""
+    async with zoom_accounts(settings) as demo:
+        if demo is not None:
+            yield next(iter(demo.values()))
+        else:
+            yield real_account(settings, settings.zoom_accounts()[0])
+
+
+def demo_configs(settings: Settings, demo: Mapping[str, ZoomAccount]) -> tuple[AccountConfig, ...]:
+    """The demo accounts, with the top-level settings' plan, limits and meeting lists."""
+    return tuple(
+        AccountConfig(
+            name=name,
+            account_id=zoom.account_id,
+            client_id=zoom.client_id,
+            client_secret=zoom.client_secret,
+            plan=settings.plan,
+            limits=settings.limits,
+            meeting_ids=tuple(settings.meeting_ids),
+            webinar_ids=tuple(settings.webinar_ids),
+            discovery=settings.discovery,
+        )
+        for name, zoom in demo.items()
+    )
 
 
 def build_client(
@@ -105,7 +131,7 @@ def build_client(
     account: ZoomAccount,
     budget: DailyBudget | None = None,
 ) -> ZoomClient:
-    """A client with state of its own (for `probe`); the daemon's share its state."""
+    """A client with state of its own (for `probe`); the daemon's accounts keep theirs."""
     limits = settings.limits
     return ZoomClient(
         session,
@@ -123,14 +149,14 @@ def build_client(
     )
 
 
-def daily_budget(settings: Settings) -> int:
-    if settings.demo and settings.daily_request_budget is None:
-        return DEMO_DAILY_CAP // 2
-    return settings.limits.daily_budget
-
-
 def http_session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(headers={"User-Agent": f"zoom-qos-exporter/{__version__}"})
+    """The session every account's calls share. No cap on its connections (aiohttp's default
+    is 100): accounts whose API hangs would otherwise hold them all and stall the others;
+    each account's own concurrency bounds what it opens."""
+    return aiohttp.ClientSession(
+        headers={"User-Agent": f"zoom-qos-exporter/{__version__}"},
+        connector=aiohttp.TCPConnector(limit=0),
+    )
 
 
 @contextlib.asynccontextmanager
@@ -140,24 +166,8 @@ async def zoom_client(settings: Settings) -> AsyncIterator[ZoomClient]:
         yield build_client(session, settings, endpoints)
 
 
-def poll_settings(settings: Settings) -> PollSettings:
-    interval = settings.poll_interval
-    if settings.demo and "poll_interval" not in settings.model_fields_set:
-        interval = DEMO_POLL_INTERVAL
-    return PollSettings(
-        interval=interval,
-        max_interval=max(interval, settings.longest_poll_interval),
-        configured=configured_targets(settings.meeting_ids, settings.webinar_ids),
-        discovery=settings.discovery,
-        concurrency=settings.concurrency,
-        max_staleness=settings.max_staleness,
-        privacy=settings.privacy,
-        series=settings.series,
-    )
-
-
 # Settings a reload cannot change: they need a restart.
-_RESTART_ONLY = (
+RESTART_ONLY = (
     "listen_address",
     "telemetry_path",
     "demo",
@@ -168,22 +178,15 @@ _RESTART_ONLY = (
 )
 
 
-def token_provider(account: ZoomAccount) -> TokenProvider:
-    return TokenProvider(
-        oauth_url=account.oauth_url,
-        account_id=account.account_id,
-        client_id=account.client_id,
-        client_secret=account.client_secret,
-    )
-
-
 class Daemon:
-    """The running exporter: settings, the Zoom client and the poller; reloads on SIGHUP.
+    """The running exporter: settings, and one AccountRuntime per account it polls; reloads
+    on SIGHUP.
 
-    The daemon owns everything that must outlive a reload: the token (kept unless the
-    credentials change), the holds (a daily limit, refused credentials or permissions), the
-    rate-limit buckets, the day's spend (also kept in the state file across restarts) and the
-    API counters. A reload builds a new client around them.
+    Each account's runtime owns what must outlive a reload: its token (kept unless its
+    credentials change), its holds (a daily limit, refused credentials or permissions), its
+    rate-limit buckets, its day's spend (also in the state file, keyed by account, across
+    restarts) and its API counters. A reload adds and removes accounts and applies new
+    settings to the others; an account it leaves alone keeps everything.
     """
 
     def __init__(
@@ -191,93 +194,108 @@ class Daemon:
         load: Callable[[], Settings],
         settings: Settings,
         session: aiohttp.ClientSession,
-        account: ZoomAccount,
-        store: SnapshotStore,
+        demo: Mapping[str, ZoomAccount] | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.load = load
+        self.clock = clock
         self.settings = settings
         self.session = session
-        self.account = account
-        self.store = store
-        self.telemetry = ApiTelemetry()
-        store.dropped = self.telemetry.dropped  # render drops count with the rest
-        self.holds = Holds()
-        self.budget = DailyBudget(daily_budget(settings))
-        limits = settings.limits
-        self.limiter = RateLimiter(
-            limits.heavy_per_second, limits.resource_intensive_per_second, SYSTEM_CLOCK
-        )
-        self.token = token_provider(account)
+        self.demo = dict(demo) if demo is not None else None
+        self.store = AccountsStore()
         self.state_file = StateFile(settings.storage_path) if settings.storage_path else None
+        self._saved = self._load_state()
         self._writing: asyncio.Future[bool] | None = None
         self._write_stuck = False
-        resumed = self._resume()
-        self.poller = Poller(self.client(), self, poll_settings(settings), resumed=resumed)
+        self._running = False
+        self.runtimes: dict[str, AccountRuntime] = {}
+        for config in self._configs(settings):
+            self.runtimes[config.name] = self._runtime(settings, config)
+        self.store.set_stores({name: r.store for name, r in self.runtimes.items()})
         self.config_reload: tuple[bool, float | None] = (True, time.time())
         self._reload_lock = asyncio.Lock()
         self._reload_requests = self._reload_covered = 0  # reloads asked for, and read for
         self._reload_result: str | None = None
+        if not self.runtimes:
+            log.warning(
+                "this replica polls no account: none falls to its shard",
+                extra=kv(shard=settings.shard),
+            )
 
-    # -- what the self-metrics read (DaemonView) ----------------------------------------------
+    # -- accounts -----------------------------------------------------------------------------
 
-    @property
-    def health(self) -> Health:
-        return self.store.health
+    def _configs(self, settings: Settings) -> tuple[AccountConfig, ...]:
+        if self.demo is not None:
+            return demo_configs(settings, self.demo)
+        return settings.my_accounts()
 
-    @property
-    def token_expiry(self) -> float | None:
-        return self.token.expires_at
+    def _zoom(self, settings: Settings, config: AccountConfig) -> ZoomAccount:
+        if self.demo is not None:
+            return self.demo[config.name]
+        return real_account(settings, config)
 
-    def overdue(self) -> float | None:
-        return self.store.overdue()
-
-    # -- the client and the state that outlives it --------------------------------------------
-
-    def client(self) -> ZoomClient:
-        return ZoomClient(
+    def _runtime(self, settings: Settings, config: AccountConfig) -> AccountRuntime:
+        return AccountRuntime(
+            config,
+            settings,
+            self._zoom(settings, config),
             self.session,
-            api_url=self.account.api_url,
-            oauth_url=self.account.oauth_url,
-            account_id=self.account.account_id,
-            client_id=self.account.client_id,
-            client_secret=self.account.client_secret,
-            timeout=self.settings.request_timeout,
-            limiter=self.limiter,
-            budget=self.budget,
-            max_retries=self.settings.max_retries,
-            token=self.token,
-            holds=self.holds,
-            telemetry=self.telemetry,
+            published=self._published,
+            saved=self._saved.get(config.name),
+            clock=self.clock,
         )
 
-    def _resume(self) -> bool:
-        """Take today's spend (and a daily-limit pause) from the state file; True if it had
-        a cycle of today."""
+    def accounts(self) -> Sequence[AccountRuntime]:
+        """The accounts polled, in name order (the self-metrics' DaemonView)."""
+        return tuple(self.runtimes[name] for name in sorted(self.runtimes))
+
+    def account(self, name: str | None = None) -> AccountRuntime:
+        """One account's runtime: by name, or the first (the only one, without a list)."""
+        if name is None:
+            return self.accounts()[0]
+        return self.runtimes[name]
+
+    @property
+    def interval(self) -> float:
+        return min((r.poller.interval for r in self.runtimes.values()), default=0.0)
+
+    def start(self) -> None:
+        """Start every account's poll task."""
+        self._running = True
+        for runtime in self.accounts():
+            runtime.start()
+
+    async def stop(self) -> None:
+        self._running = False
+        await asyncio.gather(*(r.stop() for r in self.runtimes.values()))
+
+    async def _published(self, runtime: AccountRuntime) -> None:
+        """An account's cycle is served: compose the exposition, keep the spend on disk."""
+        if self.runtimes.get(runtime.name) is runtime:  # not one a reload just removed
+            await self.store.refresh()
+        self.save_soon()
+
+    # -- the state file -----------------------------------------------------------------------
+
+    def _load_state(self) -> dict[str, dict[str, Any]]:
+        """Each account's saved entry, by name; the single-account format is "default"'s."""
         if self.state_file is None or not self.state_file.claim():
-            return False
+            return {}
         state = self.state_file.load()
         if state is None:
-            return False
-        now = time.time()
-        budget = state.get("budget")
-        resumed = isinstance(budget, dict) and self.budget.resume(now, budget)
-        until = state.get("daily_limit_until")
-        if isinstance(until, int | float) and now < until <= now + seconds_until_reset(now):
-            self.holds.hold(Holds.ALL, float(until), "daily_limit", DAILY_LIMIT_REACHED)
-        if resumed:
-            log.info(
-                "resumed today's API spend from the state file",
-                extra=kv(used=self.budget.used(now), path=str(self.state_file.path)),
-            )
-        return resumed
+            return {}
+        accounts = state.get("accounts")
+        if isinstance(accounts, dict):
+            return {k: v for k, v in accounts.items() if isinstance(v, dict)}
+        return {DEFAULT_ACCOUNT: state} if "budget" in state else {}
 
     def _state(self) -> dict[str, Any]:
         now = time.time()
-        state: dict[str, Any] = {"budget": self.budget.state(now), "saved_at": now}
-        held = self.holds.active(Holds.ALL, now)
-        if held is not None and held.reason == "daily_limit":
-            state["daily_limit_until"] = held.until
-        return state
+        return {
+            "accounts": {name: r.state(now) for name, r in sorted(self.runtimes.items())},
+            "saved_at": now,
+        }
 
     def save_soon(self) -> None:
         """Write the state file on a daemon thread of its own: no cycle ever waits for the disk
@@ -328,11 +346,6 @@ class Daemon:
             else:
                 self._writing = self._write(self.state_file, self._state())
 
-    async def publish(self, snapshot: Snapshot, health: Health) -> None:
-        """The poller's Publisher: serve the cycle, then keep the day's spend on disk."""
-        await self.store.publish(snapshot, health)
-        self.save_soon()
-
     # -- reload -------------------------------------------------------------------------------
 
     async def reload(self) -> str | None:
@@ -352,15 +365,15 @@ class Daemon:
     async def _reload_once(self) -> str | None:
         try:
             settings = self.load()
-            self._apply(settings)
-            await self.poller.reconfigure(self.client(), poll_settings(settings))
+            configs = self._apply(settings)
+            await self._accounts_to(settings, configs)
         except SettingsError as error:
             return self._reload_failed(str(error))
         except Exception as error:  # a bug must not leave a success behind, nor kill us
             log.exception("reload failed unexpectedly")
             return self._reload_failed(f"unexpected {type(error).__name__}")
         self.config_reload = (True, time.time())
-        log.info("configuration reloaded")
+        log.info("configuration reloaded", extra=kv(accounts=len(self.runtimes)))
         return None
 
     def _reload_failed(self, why: str) -> str:
@@ -368,24 +381,35 @@ class Daemon:
         self.config_reload = (False, self.config_reload[1])
         return why
 
-    def _apply(self, settings: Settings) -> None:
-        for name in _RESTART_ONLY:
+    def _apply(self, settings: Settings) -> tuple[AccountConfig, ...]:
+        for name in RESTART_ONLY:
             if getattr(settings, name) != getattr(self.settings, name):
                 log.warning(
                     "reload: a setting takes effect after a restart", extra=kv(setting=name)
                 )
                 setattr(settings, name, getattr(self.settings, name))
+        configs = self._configs(settings)  # may raise: nothing is changed yet
         logfmt.configure(settings.log_level, settings.log_format)
-        account = self.account if settings.demo else real_account(settings)
-        token = token_provider(account)
-        if token.identity != self.token.identity:
-            log.info("reload: the credentials changed; a new token will be requested")
-            self.token = token
-            self.holds.release_reason("auth_failed")  # refused credentials are not these
-        self.budget.budget = daily_budget(settings)
-        limits = settings.limits
-        self.limiter.set_rates(limits.heavy_per_second, limits.resource_intensive_per_second)
-        self.settings, self.account = settings, account
+        return configs
+
+    async def _accounts_to(self, settings: Settings, configs: Sequence[AccountConfig]) -> None:
+        """Add, change and remove accounts; an account that stays keeps all of its state."""
+        wanted = {config.name: config for config in configs}
+        for name in [n for n in self.runtimes if n not in wanted]:
+            log.info("reload: an account is no longer polled", extra=kv(account=name))
+            await self.runtimes.pop(name).stop()
+        for name, config in wanted.items():
+            runtime = self.runtimes.get(name)
+            if runtime is None:
+                log.info("reload: a new account is polled", extra=kv(account=name))
+                runtime = self.runtimes[name] = self._runtime(settings, config)
+                if self._running:
+                    runtime.start()
+            else:
+                runtime.apply(settings, config, self._zoom(settings, config))
+                await runtime.reconfigure()
+        self.settings = settings
+        self.store.set_stores({name: r.store for name, r in self.runtimes.items()})
 
 
 async def serve(load: Callable[[], Settings], settings: Settings, web_config: WebConfig) -> int:
@@ -415,9 +439,8 @@ async def serve(load: Callable[[], Settings], settings: Settings, web_config: We
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     host, port = settings.listen
-    async with zoom_account(settings) as account, http_session() as session:
-        store = SnapshotStore()
-        daemon = Daemon(load, settings, session, account, store)
+    async with zoom_accounts(settings) as demo, http_session() as session:
+        daemon = Daemon(load, settings, session, demo)
         if early or signals.take_early():
             reload_soon()
 
@@ -426,7 +449,7 @@ async def serve(load: Callable[[], Settings], settings: Settings, web_config: We
             return await daemon.reload()
 
         app = create_app(
-            store,
+            daemon.store,
             settings.telemetry_path,
             web_config,
             self_metrics=SelfMetrics(daemon),
@@ -457,15 +480,17 @@ async def serve(load: Callable[[], Settings], settings: Settings, web_config: We
                 version=__version__,
                 revision=build.revision(),
                 url=f"{'https' if tls else 'http'}://{host}:{port}{settings.telemetry_path}",
-                poll_interval_seconds=daemon.poller.interval,
+                poll_interval_seconds=daemon.interval,
+                accounts=",".join(daemon.runtimes),
+                shard=settings.shard,
             ),
         )
-        polling = asyncio.create_task(daemon.poller.run_forever(stop))
+        daemon.start()
         await stop.wait()
         log.info("shutting down")
-        for task in (polling, *reloads):
+        for task in reloads:
             task.cancel()
-        await asyncio.gather(polling, *reloads, return_exceptions=True)
+        await asyncio.gather(daemon.stop(), *reloads, return_exceptions=True)
         await daemon.flush()
         await runner.cleanup()
     return 0

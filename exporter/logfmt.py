@@ -10,9 +10,12 @@ import json
 import logging
 import math
 import time
+from contextvars import ContextVar
 from typing import Any, Literal
 
 FIELDS = "kv"  # the LogRecord attribute that carries a line's fields
+# The account whose task logs (set in each account's poll task): every line it writes says so.
+ACCOUNT: ContextVar[str | None] = ContextVar("account", default=None)
 Format = Literal["logfmt", "json"]
 
 
@@ -50,7 +53,11 @@ def _stamp(record: logging.LogRecord) -> str:
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
     fields = getattr(record, FIELDS, None)
-    return fields if isinstance(fields, dict) else {}
+    fields = fields if isinstance(fields, dict) else {}
+    account = ACCOUNT.get()  # handlers format in the logging call's context
+    if account is not None and "account" not in fields:
+        return {"account": account, **fields}
+    return fields
 
 
 class LogfmtFormatter(logging.Formatter):

@@ -5,13 +5,24 @@ Precedence, highest first: command-line flags, environment, secrets directory, Y
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -57,6 +68,134 @@ class SettingsError(Exception):
     def __init__(self, *lines: str) -> None:
         super().__init__("; ".join(lines))
         self.lines = lines
+
+
+DEFAULT_ACCOUNT = "default"  # the account's name (its `account` label) without an accounts list
+ACCOUNT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,63}")
+CREDENTIALS = ("account_id", "client_id", "client_secret")
+
+
+def _plan_name(value: Any) -> Any:
+    return (
+        value.strip().lower().replace("-", "_").replace("+", "_plus")
+        if isinstance(value, str)
+        else value
+    )
+
+
+def account_limits(
+    plan: PlanName, budget: int | None, heavy: float | None, resource_intensive: float | None
+) -> AccountLimits:
+    """A plan's limits, overridden by explicit rates and budget."""
+    limits = PLANS[plan]
+    return AccountLimits(
+        heavy_per_second=heavy or limits.heavy_per_second,
+        resource_intensive_per_second=(
+            resource_intensive or limits.resource_intensive_per_minute / 60
+        ),
+        daily_cap=limits.daily_cap,
+        daily_budget=budget or int(limits.daily_cap * BUDGET_SHARE),
+    )
+
+
+def shard_of(name: str, shards: int) -> int:
+    """The replica (0 to shards - 1) that polls the account `name`: a stable hash (the same in
+    every process and Python version, unlike hash()), modulo the number of replicas."""
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % shards
+
+
+def parse_shard(value: str) -> tuple[int, int]:
+    """ "1/3" -> (1, 3): this replica's index and the number of replicas."""
+    index, sep, count = value.strip().partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise ValueError("must be i/n, e.g. 0/3")
+    i, n = int(index), int(count)
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"{i}/{n}: need 0 <= i < n")
+    return i, n
+
+
+class AccountEntry(BaseModel):
+    """One entry of the `accounts:` list. Credentials come from the environment
+    (`*_env`: a variable's name) or from a file in --secrets.dir (`*_file`); inline values
+    only from a config file that nobody else may read (mode 0600). Unset limits are the
+    top-level settings'."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    account_id: str | None = None
+    account_id_env: str | None = None
+    account_id_file: str | None = None
+    client_id: str | None = None
+    client_id_env: str | None = None
+    client_id_file: str | None = None
+    client_secret: SecretStr | None = None
+    client_secret_env: str | None = None
+    client_secret_file: str | None = None
+    plan: PlanName | None = None
+    daily_request_budget: int | None = Field(default=None, ge=1)
+    heavy_rate: float | None = Field(default=None, gt=0, le=1000)
+    resource_intensive_rate: float | None = Field(default=None, gt=0, le=100)
+    meeting_ids: list[str] = Field(default_factory=list)
+    webinar_ids: list[str] = Field(default_factory=list)
+    discovery: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not ACCOUNT_NAME.fullmatch(value):
+            raise ValueError("must be 1 to 63 characters of A-Z, a-z, 0-9, _, . and -")
+        return value
+
+    @field_validator("plan", mode="before")
+    @classmethod
+    def _plan(cls, value: Any) -> Any:
+        return _plan_name(value)
+
+    @field_validator("meeting_ids", "webinar_ids", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        return _split_ids(value)
+
+    @field_validator("account_id_file", "client_id_file", "client_secret_file")
+    @classmethod
+    def _file(cls, value: str | None) -> str | None:
+        if value is not None and (not value or value.startswith("/") or ".." in Path(value).parts):
+            raise ValueError("must be a file name inside --secrets.dir")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AccountEntry:
+        for name in CREDENTIALS:
+            given = [
+                key
+                for key in (name, f"{name}_env", f"{name}_file")
+                if getattr(self, key) is not None
+            ]
+            if len(given) != 1:
+                raise ValueError(
+                    f"account {self.name!r}: give {name} as exactly one of {name}_env, "
+                    f"{name}_file or (in a mode 0600 file) {name}"
+                    + (f"; got {', '.join(given)}" if given else "")
+                )
+        return self
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One account as the daemon runs it: its name, credentials and limits, resolved."""
+
+    name: str
+    account_id: str
+    client_id: str
+    client_secret: SecretStr
+    plan: PlanName
+    limits: AccountLimits
+    meeting_ids: tuple[str, ...]
+    webinar_ids: tuple[str, ...]
+    discovery: bool
 
 
 def _split_ids(value: Any) -> Any:
@@ -126,6 +265,28 @@ class Settings(BaseSettings):
     # the `stream` values to export (the device_* hops are opt-in).
     participant_series: str = "all"
     streams: Annotated[list[str], NoDecode] = Field(default_factory=lambda: sorted(DEFAULT_STREAMS))
+    # Several Zoom accounts (README, "Several accounts"); none: the one above, named "default".
+    accounts: list[AccountEntry] = Field(default_factory=list)
+    shard: str | None = None  # "i/n": poll only the accounts whose stable hash falls to i
+    _accounts: tuple[AccountConfig, ...] | None = PrivateAttr(default=None)
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        i, n = parse_shard(value)
+        return f"{i}/{n}"
+
+    @field_validator("accounts")
+    @classmethod
+    def _unique(cls, value: list[AccountEntry]) -> list[AccountEntry]:
+        seen: set[str] = set()
+        for entry in value:
+            if entry.name in seen:
+                raise ValueError(f"account name {entry.name!r} is used twice")
+            seen.add(entry.name)
+        return value
 
     @field_validator("participant_series")
     @classmethod
@@ -155,11 +316,7 @@ class Settings(BaseSettings):
     @field_validator("plan", mode="before")
     @classmethod
     def _plan(cls, value: Any) -> Any:
-        return (
-            value.strip().lower().replace("-", "_").replace("+", "_plus")
-            if isinstance(value, str)
-            else value
-        )
+        return _plan_name(value)
 
     @field_validator("meeting_ids", "webinar_ids", mode="before")
     @classmethod
@@ -250,7 +407,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _credentials(self) -> Settings:
-        if self.demo:
+        if self.demo or self.accounts:
             return self
         missing = [
             ENV_PREFIX + name.upper()
@@ -294,16 +451,26 @@ class Settings(BaseSettings):
     @property
     def limits(self) -> AccountLimits:
         """The plan's limits, overridden by explicit rates and budget."""
-        plan = PLANS[self.plan]
-        budget = self.daily_request_budget or int(plan.daily_cap * BUDGET_SHARE)
-        return AccountLimits(
-            heavy_per_second=self.heavy_rate or plan.heavy_per_second,
-            resource_intensive_per_second=(
-                self.resource_intensive_rate or plan.resource_intensive_per_minute / 60
-            ),
-            daily_cap=plan.daily_cap,
-            daily_budget=budget,
+        return account_limits(
+            self.plan, self.daily_request_budget, self.heavy_rate, self.resource_intensive_rate
         )
+
+    @property
+    def shard_index(self) -> tuple[int, int]:
+        """(this replica, replicas): (0, 1) unless --shard says otherwise."""
+        return parse_shard(self.shard) if self.shard else (0, 1)
+
+    def zoom_accounts(self) -> tuple[AccountConfig, ...]:
+        """Every account configured (all shards), resolved: those read by load_settings, else
+        resolved now from the environment."""
+        if self._accounts is None:
+            self._accounts = resolve_accounts(self)
+        return self._accounts
+
+    def my_accounts(self) -> tuple[AccountConfig, ...]:
+        """The accounts this replica polls: those whose shard_of() is its index."""
+        index, count = self.shard_index
+        return tuple(a for a in self.zoom_accounts() if shard_of(a.name, count) == index)
 
     @classmethod
     def settings_customise_sources(
@@ -319,6 +486,141 @@ class Settings(BaseSettings):
         if yaml_file is not None:
             sources.append(YamlConfigSettingsSource(settings_cls))
         return tuple(sources)
+
+
+class AccountError(SettingsError):
+    """A credential of an `accounts:` entry cannot be had; `loc` is where the entry says it
+    is (("accounts", 1, "client_secret_env")), for the error to point at the file's line."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(f"{'.'.join(map(str, loc))}: {message}")
+        self.loc = loc
+        self.message = message
+
+
+def _credential(
+    entry: AccountEntry,
+    index: int,
+    name: str,
+    *,
+    environ: Mapping[str, str],
+    secrets_dir: Path | None,
+    private_file: bool,
+    missing_ok: bool = False,
+) -> str:
+    """One credential of an account entry, from wherever the entry says; never shows it.
+    `missing_ok` (for --config.check) lets an unset variable or an absent file pass as ""."""
+    account = f"account {entry.name!r}"
+    env = getattr(entry, f"{name}_env")
+    if env is not None:
+        value = environ.get(str(env), "").strip()
+        if not value and not missing_ok:
+            raise AccountError(("accounts", index, f"{name}_env"), f"{account}: {env} is not set")
+        return value
+    file = getattr(entry, f"{name}_file")
+    if file is not None:
+        loc = ("accounts", index, f"{name}_file")
+        if secrets_dir is None:
+            if missing_ok:
+                return ""
+            raise AccountError(loc, f"{account}: needs --secrets.dir")
+        path = secrets_dir / file
+        try:
+            text: str = path.read_bytes()[:MAX_SECRET_FILE].decode("utf-8").strip()
+        except FileNotFoundError:
+            if missing_ok:
+                return ""
+            raise AccountError(loc, f"{account}: {file} is not in --secrets.dir") from None
+        except OSError as error:
+            raise AccountError(loc, f"{account}: {file}: cannot read ({error.strerror})") from None
+        except UnicodeDecodeError:
+            raise AccountError(loc, f"{account}: {file} is not UTF-8 text") from None
+        if not text and not missing_ok:
+            raise AccountError(loc, f"{account}: {file} is empty")
+        return text
+    value = getattr(entry, name)
+    loc = ("accounts", index, name)
+    if name == "client_secret" and not private_file:
+        raise AccountError(
+            loc,
+            f"{account}: client_secret is inline, but the config file may be read by others "
+            "(chmod 600 it), or use client_secret_env or client_secret_file",
+        )
+    text = value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
+    if not text.strip():
+        raise AccountError(loc, f"{account}: {name} is empty")
+    return text.strip()
+
+
+def resolve_accounts(
+    settings: Settings,
+    *,
+    config_file: Path | None = None,
+    secrets_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    missing_ok: bool = False,
+) -> tuple[AccountConfig, ...]:
+    """The accounts to poll, credentials read: the `accounts:` list, or the one account of the
+    top-level settings under the name "default". Raises SettingsError naming the account."""
+    if not settings.accounts:
+        return (
+            AccountConfig(
+                name=DEFAULT_ACCOUNT,
+                account_id=settings.account_id or "",
+                client_id=settings.client_id or "",
+                client_secret=settings.client_secret or SecretStr(""),
+                plan=settings.plan,
+                limits=settings.limits,
+                meeting_ids=tuple(settings.meeting_ids),
+                webinar_ids=tuple(settings.webinar_ids),
+                discovery=settings.discovery,
+            ),
+        )
+    env = os.environ if environ is None else environ
+    private = False
+    if config_file is not None:
+        try:
+            private = config_file.stat().st_mode & 0o077 == 0
+        except OSError:
+            private = False
+    out: list[AccountConfig] = []
+    for index, entry in enumerate(settings.accounts):
+        creds = {
+            name: _credential(
+                entry,
+                index,
+                name,
+                environ=env,
+                secrets_dir=secrets_dir,
+                private_file=private,
+                missing_ok=missing_ok,
+            )
+            for name in CREDENTIALS
+        }
+        plan = entry.plan or settings.plan
+        budget = entry.daily_request_budget
+        if budget is None and entry.plan is None:
+            budget = settings.daily_request_budget
+        out.append(
+            AccountConfig(
+                name=entry.name,
+                account_id=creds["account_id"],
+                client_id=creds["client_id"],
+                client_secret=SecretStr(creds["client_secret"]),
+                plan=plan,
+                limits=account_limits(
+                    plan,
+                    budget,
+                    entry.heavy_rate or (settings.heavy_rate if entry.plan is None else None),
+                    entry.resource_intensive_rate
+                    or (settings.resource_intensive_rate if entry.plan is None else None),
+                ),
+                meeting_ids=tuple(entry.meeting_ids),
+                webinar_ids=tuple(entry.webinar_ids),
+                discovery=settings.discovery if entry.discovery is None else entry.discovery,
+            )
+        )
+    return tuple(out)
 
 
 SECRET_FIELDS = ("client_secret", "pseudonymize_key")
@@ -378,6 +680,14 @@ def settings_warnings(
             if world:
                 warnings.append(f"--config.file: {config_file} holds a secret and is readable "
                                 "by every user; chmod o-r it")  # fmt: skip
+    if settings.accounts and settings.demo:
+        warnings.append("--demo polls its own two simulated accounts; the accounts list is unused")
+    elif settings.accounts:
+        ignored = [ENV_PREFIX + n.upper() for n in CREDENTIALS if getattr(settings, n)]
+        if ignored:
+            warnings.append(
+                f"{', '.join(ignored)} unused: the accounts list names each account's credentials"
+            )
     if not settings.demo:
         for name in ("oauth_url", "api_url"):
             url = getattr(settings, name)
@@ -438,7 +748,16 @@ def load_settings(
         )
 
     try:
-        return settings_cls(_secrets_dir=secrets_dir, **(overrides or {}))
+        settings = settings_cls(_secrets_dir=secrets_dir, **(overrides or {}))
+        settings._accounts = resolve_accounts(
+            settings,
+            config_file=config_file,
+            secrets_dir=secrets_dir,
+            missing_ok=not require_credentials,
+        )
+        return settings
+    except AccountError as error:
+        raise SettingsError(f"{origins().where(error.loc)}: {error.message}") from None
     except ValidationError as error:
         raise SettingsError(*describe(error, origins(), Settings)) from None
     except PydanticSettingsError as error:  # a value a source could not decode, say

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from exporter.daemon import _RESTART_ONLY as RESTART_ONLY
-from exporter.daemon import DEMO_DAILY_CAP, DEMO_POLL_INTERVAL
+from exporter.daemon import RESTART_ONLY
+from exporter.runtime import DEMO_DAILY_CAP, DEMO_POLL_INTERVAL
 from exporter.settings import DEFAULT_MAX_POLL_INTERVAL, ENV_PREFIX, Settings
 
 # What each setting means, when its Field has no description (the README has the long form).

@@ -155,8 +155,7 @@ async def test_a_state_file_write_that_blocks_does_not_stop_polling(tmp_path: Pa
     stalled disk) stopped every later cycle while zoom_exporter_state still said ok, and
     SIGTERM waited for it too."""
     from conftest import simulator
-    from exporter.daemon import Daemon, ZoomAccount
-    from exporter.metrics.store import SnapshotStore
+    from exporter.daemon import Daemon
     from exporter.settings import load_settings
     from exporter.simulator import Scenario
 
@@ -172,8 +171,7 @@ async def test_a_state_file_write_that_blocks_does_not_stop_polling(tmp_path: Pa
                 "storage_path": str(tmp_path),
             }
         )
-        account = ZoomAccount(sim.api_url, sim.oauth_url, "a", "c", SecretStr("s"))
-        daemon = Daemon(lambda: settings, settings, session, account, SnapshotStore())
+        daemon = Daemon(lambda: settings, settings, session)
         assert daemon.state_file is not None
         writes: list[int] = []
 
@@ -184,7 +182,7 @@ async def test_a_state_file_write_that_blocks_does_not_stop_polling(tmp_path: Pa
         daemon.state_file.save = hung_disk  # type: ignore[method-assign]
         try:
             for _ in range(4):
-                report = await asyncio.wait_for(daemon.poller.run_cycle(), timeout=10)
+                report = await asyncio.wait_for(daemon.account().poller.run_cycle(), timeout=10)
                 assert report.health.state == "ok"
             assert len(writes) == 1  # the write in flight is not joined by another
             started = time.monotonic()

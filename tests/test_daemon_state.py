@@ -30,7 +30,10 @@ def sample(exporter: Exporter, name: str) -> float | None:
     if status != 200:
         return None
     for line in body.decode().splitlines():
-        if line.startswith(name + " "):
+        # the one account of a plain exporter, the first of the demo's
+        if line.startswith(
+            (f"{name} ", *(f'{name}{{account="{a}"}} ' for a in ("default", "demo-eu")))
+        ):
             return float(line.rsplit(" ", 1)[1])
     return None
 
@@ -119,9 +122,9 @@ def test_a_restart_on_the_same_day_resumes_the_spend(tmp_path: Path) -> None:
     finally:
         assert stop_process(first.process) == 0
     saved = json.loads((storage / "state.json").read_text())
-    used = saved["budget"]["used"]
+    used = saved["accounts"]["demo-eu"]["budget"]["used"]
     assert used >= 3 * 7  # three cycles of the demo at least
-    assert saved["budget"]["day"] == int(time.time() // 86400)
+    assert saved["accounts"]["demo-eu"]["budget"]["day"] == int(time.time() // 86400)
 
     second = start_exporter(
         tmp_path, "--demo", "--poll.interval", "1", "--storage.path", str(storage)

@@ -25,22 +25,28 @@ def value(text: str, name: str, **labels: str) -> float | None:
 
 def test_demo_serves_seed_participant_in_base_units(demo_exporter: Exporter) -> None:
     text = demo_exporter.metrics()
-    audio_in = {**SEED, "media": "audio", "stream": "input"}
+    audio_in = {"account": "demo-eu", **SEED, "media": "audio", "stream": "input"}
     assert value(text, "zoom_participant_bitrate_bytes_per_second", **audio_in) == 2875.0
     assert value(text, "zoom_participant_latency_seconds", **audio_in) == 0.126
     assert value(text, "zoom_participant_packet_loss_ratio", **audio_in, stat="avg") == 0.003
     assert (
         value(
-            text, "zoom_participant_resolution_width_pixels", **SEED, media="video", stream="input"
+            text,
+            "zoom_participant_resolution_width_pixels",
+            account="demo-eu",
+            **SEED,
+            media="video",
+            stream="input",
         )
         == 1280
     )
-    assert "zoom_up 1.0" in text
+    assert 'zoom_up{account="demo-eu"} 1.0' in text and 'zoom_up{account="demo-us"} 1.0' in text
     rss = next(
         line for line in text.splitlines() if line.startswith("process_resident_memory_bytes")
     )
     assert float(rss.split()[1]) > 10 * 2**20
-    assert 'zoom_meetings{kind="webinar"}' in text
+    assert 'zoom_meetings{account="demo-eu",kind="webinar"}' in text
+    assert 'zoom_meetings{account="demo-us",kind="webinar"}' in text
     assert "NaN" not in text
 
 
@@ -65,7 +71,8 @@ def test_prometheus_scrapes_participants(prometheus: Prometheus, demo_exporter: 
     assert up
     joined = prometheus.wait_query(
         'zoom_participant_bitrate_bytes_per_second{media="audio",stream="input"}'
-        " * on(kind, meeting_id, participant_id) group_left(user_name) zoom_participant_info"
+        " * on(account, kind, meeting_id, participant_id) group_left(user_name)"
+        " zoom_participant_info"
     )
     seed = [r for r in joined if r["metric"]["participant_id"] == SEED["participant_id"]]
     assert seed and float(seed[0]["value"][1]) == 2875.0

@@ -17,7 +17,6 @@ import pytest
 
 from conftest import SEED, FakeClock, Rig, make_rig, participants, simulator, zoom_client
 from exporter.daemon import Daemon, ZoomAccount
-from exporter.metrics.store import SnapshotStore
 from exporter.polling.poller import PollSettings
 from exporter.polling.targets import configured_targets
 from exporter.settings import Settings, SettingsError, load_settings
@@ -172,36 +171,37 @@ async def test_a_reload_keeps_counters_the_pause_the_token_and_the_spend(
     async with simulator(Scenario(seed=3)) as sim:
         settings = settings_for(sim)
         current = {"settings": settings}
-        daemon = Daemon(
-            lambda: current["settings"], settings, session, account_of(settings), SnapshotStore()
-        )
-        first = await daemon.poller.run_cycle()
+        daemon = Daemon(lambda: current["settings"], settings, session)
+        first = await daemon.account().poller.run_cycle()
         assert first.health.state == "ok"
         sim.faults.rate_limit(count=1, type="Daily-limit", retry_after=3600)
-        hit = await daemon.poller.run_cycle()
+        hit = await daemon.account().poller.run_cycle()
         assert hit.health.state == "daily_limit"
-        telemetry, requests = daemon.telemetry, daemon.telemetry.requests.total()
-        used = daemon.budget.used(hit.health.created_at)
+        telemetry, requests = (
+            daemon.account().telemetry,
+            daemon.account().telemetry.requests.total(),
+        )
+        used = daemon.account().budget.used(hit.health.created_at)
         calls, tokens = sim.stats["total"], sim.stats["oauth_token"]
 
         current["settings"] = settings_for(sim, concurrency=2)  # a good file, same credentials
         assert await daemon.reload() is None
         assert daemon.config_reload[0] is True
-        after = await daemon.poller.run_cycle()
+        after = await daemon.account().poller.run_cycle()
         assert after.health.state == "daily_limit" and not after.health.up  # the pause is kept
         assert sim.stats["total"] == calls  # and Zoom was not called during it
-        assert daemon.telemetry is telemetry and telemetry.requests.total() == requests
-        assert daemon.budget.used(after.health.created_at) == used
+        assert daemon.account().telemetry is telemetry and telemetry.requests.total() == requests
+        assert daemon.account().budget.used(after.health.created_at) == used
 
-        daemon.holds = Holds()  # (the pause over,) the token is reused across the reload
-        daemon.poller.configure(daemon.client(), PollSettings(interval=60.0))
-        assert (await daemon.poller.run_cycle()).health.state == "ok"
+        daemon.account().holds = Holds()  # (the pause over,) the token is reused across the reload
+        daemon.account().poller.configure(daemon.account().client(), PollSettings(interval=60.0))
+        assert (await daemon.account().poller.run_cycle()).health.state == "ok"
         assert sim.stats["oauth_token"] == tokens
 
         current["settings"] = settings_for(sim, client_secret="other")
-        token = daemon.token
+        token = daemon.account().token
         assert await daemon.reload() is None
-        assert daemon.token is not token  # new credentials: a new token
+        assert daemon.account().token is not token  # new credentials: a new token
 
 
 async def test_every_reload_failure_is_reported_as_one(session: aiohttp.ClientSession) -> None:
@@ -217,7 +217,7 @@ async def test_every_reload_failure_is_reported_as_one(session: aiohttp.ClientSe
                 raise outcome
             return outcome
 
-        daemon = Daemon(load, settings, session, account_of(settings), SnapshotStore())
+        daemon = Daemon(load, settings, session)
         assert await daemon.reload() == "unexpected RuntimeError"
         assert daemon.config_reload[0] is False
         assert await daemon.reload() == "bad"
@@ -243,14 +243,14 @@ async def test_overlapping_reloads_run_in_order(session: aiohttp.ClientSession) 
                     raise SettingsError("broken YAML at line 3")
                 return settings
 
-        daemon = Daemon(SlowGood(), settings, session, account_of(settings), SnapshotStore())
-        original = daemon.poller.reconfigure
+        daemon = Daemon(SlowGood(), settings, session)
+        original = daemon.account().poller.reconfigure
 
         async def slow_reconfigure(*args: Any, **kwargs: Any) -> None:
             await gate.wait()
             await original(*args, **kwargs)
 
-        daemon.poller.reconfigure = slow_reconfigure  # type: ignore[method-assign]
+        daemon.account().poller.reconfigure = slow_reconfigure  # type: ignore[method-assign]
         first = asyncio.create_task(daemon.reload())
         second = asyncio.create_task(daemon.reload())
         await asyncio.sleep(0)
@@ -471,17 +471,15 @@ async def test_new_credentials_lift_a_401_hold_at_once(session: aiohttp.ClientSe
     async with simulator(Scenario(seed=3)) as sim:
         settings = settings_for(sim)
         current = {"settings": settings}
-        daemon = Daemon(
-            lambda: current["settings"], settings, session, account_of(settings), SnapshotStore()
-        )
-        assert (await daemon.poller.run_cycle()).health.state == "ok"
+        daemon = Daemon(lambda: current["settings"], settings, session)
+        assert (await daemon.account().poller.run_cycle()).health.state == "ok"
         sim.faults.error(401, None, "Unauthorized")
-        assert (await daemon.poller.run_cycle()).health.state == "auth_failed"
-        assert (await daemon.poller.run_cycle()).health.state == "auth_failed"  # held
+        assert (await daemon.account().poller.run_cycle()).health.state == "auth_failed"
+        assert (await daemon.account().poller.run_cycle()).health.state == "auth_failed"  # held
         sim.faults.change_credentials("rotated")
         current["settings"] = settings_for(sim, client_secret="rotated")
         assert await daemon.reload() is None
-        assert (await daemon.poller.run_cycle()).health.state == "ok"
+        assert (await daemon.account().poller.run_cycle()).health.state == "ok"
 
 
 # -- found by an outside attack ------------------------------------------------------------------
@@ -515,15 +513,15 @@ async def test_a_reload_storm_is_coalesced(session: aiohttp.ClientSession) -> No
             loads.append(1)
             return settings
 
-        daemon = Daemon(load, settings, session, account_of(settings), SnapshotStore())
+        daemon = Daemon(load, settings, session)
         gate = asyncio.Event()
-        original = daemon.poller.reconfigure
+        original = daemon.account().poller.reconfigure
 
         async def slow(*args: Any, **kwargs: Any) -> None:
             await gate.wait()
             await original(*args, **kwargs)
 
-        daemon.poller.reconfigure = slow  # type: ignore[method-assign]
+        daemon.account().poller.reconfigure = slow  # type: ignore[method-assign]
         storm = [asyncio.create_task(daemon.reload()) for _ in range(50)]
         await asyncio.sleep(0)
         gate.set()

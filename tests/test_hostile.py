@@ -486,12 +486,15 @@ async def test_no_publish_for_too_long_turns_zoom_up_and_ready_down(aiohttp_clie
     health = Health(state="ok", up=True, complete_cycles=1, poll_interval_seconds=60.0)
     await store.publish(Snapshot(), health)
     assert (await http.get("/-/ready")).status == 200
-    assert "zoom_up 1.0" in await (await http.get("/metrics")).text()
+    assert 'zoom_up{account="default"} 1.0' in await (await http.get("/metrics")).text()
     clock.advance(3 * 60 + 31)  # a stuck cycle: nothing published for 3 intervals + 30 s
     response = await http.get("/-/ready")
     assert response.status == 503 and "no poll cycle has published" in await response.text()
     text = await (await http.get("/metrics")).text()
-    assert "zoom_up 0.0" in text and "zoom_exporter_publish_overdue_seconds 211.0" in text
+    assert (
+        'zoom_up{account="default"} 0.0' in text
+        and 'zoom_exporter_publish_overdue_seconds{account="default"} 211.0' in text
+    )
     await store.publish(Snapshot(), health)  # a cycle publishes again: up again
     assert (await http.get("/-/ready")).status == 200
 

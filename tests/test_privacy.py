@@ -75,12 +75,18 @@ def test_each_label_alone(label: str) -> None:
     assert f'{label}="{value}"' in line
     others = [n for n in PARTICIPANT_LABELS if n != label]
     assert not any(f"{name}=" in line for name in others)
-    assert set(re.findall(r"(\w+)=", line)) == {"kind", "meeting_id", "participant_id", label}
+    assert set(re.findall(r"(\w+)=", line)) == {
+        "account",
+        "kind",
+        "meeting_id",
+        "participant_id",
+        label,
+    }
 
 
 def test_no_descriptive_labels_at_all() -> None:
     line = info_line(exposition_of(ParticipantPrivacy(labels=())))
-    assert set(re.findall(r"(\w+)=", line)) == {"kind", "meeting_id", "participant_id"}
+    assert set(re.findall(r"(\w+)=", line)) == {"account", "kind", "meeting_id", "participant_id"}
     assert 'host=""' in exposition_of(ParticipantPrivacy(labels=()))  # the host is a name too
 
 

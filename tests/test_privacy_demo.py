@@ -21,7 +21,7 @@ NAME = re.compile(rf"\b({'|'.join(_FIRST)}) ({'|'.join(_LAST)})\b")
 EMAIL = re.compile(r"[\w.]+@example\.com")
 PC_NAME = re.compile(rf"\b({'|'.join(_FIRST)})'s ")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-FIXED = {"kind", "meeting_id", "participant_id"}
+FIXED = {"account", "kind", "meeting_id", "participant_id"}
 HEX = re.compile(r"[0-9a-f]{16}")
 
 

@@ -190,7 +190,10 @@ def test_worst_n_keeps_exactly_the_n_worst(n: int) -> None:
     # the meeting-level series still cover everyone
     assert worst.quality == every.quality
     dropped = sum(p.series() for p in every.participants if p not in kept)
-    assert f'zoom_exporter_series_dropped{{reason="participants"}} {float(dropped)}' in text
+    assert (
+        f'zoom_exporter_series_dropped{{account="default",reason="participants"}} {float(dropped)}'
+        in text
+    )
 
 
 def test_worst_first_orders_by_mos_then_loss_then_jitter() -> None:
@@ -224,7 +227,7 @@ def test_none_and_streams_leave_out_participant_series_only() -> None:
     none = meeting_reading(TARGET, people, 0.0, series=SeriesOptions("none"))
     text = Exposition.render(Snapshot((none,))).text.plain.decode()
     assert "participant_id=" not in text
-    assert 'zoom_meeting_participants{kind="meeting",meeting_id="1"} 12.0' in text
+    assert 'zoom_meeting_participants{account="default",kind="meeting",meeting_id="1"} 12.0' in text
     assert "zoom_meeting_qos_latency_seconds{" in text
     assert "zoom_meeting_audio_mos_estimate{" in text
     every = meeting_reading(TARGET, people, 0.0, series=SeriesOptions())

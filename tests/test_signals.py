@@ -71,7 +71,7 @@ async def eventually(exporter: Exporter, what: str, probe: Any) -> Any:
 
 
 def state(exporter: Exporter, name: str) -> bool:
-    return sample(exporter, "zoom_exporter_state", f'{{state="{name}"}}') == 1
+    return sample(exporter, "zoom_exporter_state", f'{{account="default",state="{name}"}}') == 1
 
 
 async def test_sighup_reloads_and_a_bad_reload_keeps_the_old_settings(
@@ -82,21 +82,21 @@ async def test_sighup_reloads_and_a_bad_reload_keeps_the_old_settings(
     exporter = start_exporter(tmp_path, "--config.file", str(config))
     try:
         await eventually(exporter, "auth_failed", lambda: state(exporter, "auth_failed"))
-        assert sample(exporter, "zoom_up") == 0
+        assert sample(exporter, "zoom_up", '{account="default"}') == 0
         assert sample(exporter, "zoom_exporter_config_last_reload_successful") == 1
 
         # Fix the secret and reload: the poller wakes at once, with no token backoff left over.
         write_config(config, sim, GOOD_SECRET)
         exporter.process.send_signal(signal.SIGHUP)
         await eventually(exporter, "state ok after reload", lambda: state(exporter, "ok"))
-        assert sample(exporter, "zoom_up") == 1
+        assert sample(exporter, "zoom_up", '{account="default"}') == 1
         assert "configuration reloaded" in exporter.log.read_text()
         reloaded_at = sample(exporter, "zoom_exporter_config_last_reload_success_timestamp_seconds")
         assert reloaded_at is not None and abs(reloaded_at - time.time()) < 30
 
         # A broken file: rejected with the reason, and polling goes on with the old settings.
         config.write_text("client_secret: [unclosed\n")
-        calls = sample(exporter, "zoom_exporter_last_cycle_requests")
+        calls = sample(exporter, "zoom_exporter_last_cycle_requests", '{account="default"}')
         exporter.process.send_signal(signal.SIGHUP)
         await eventually(
             exporter,

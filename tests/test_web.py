@@ -49,7 +49,7 @@ async def test_ready_only_after_first_cycle(wired: tuple[TestClient, Poller]) ->
 async def test_metrics_before_first_cycle_says_down(wired: tuple[TestClient, Poller]) -> None:
     http, _ = wired
     text = await (await http.get("/metrics")).text()
-    assert "zoom_up 0.0" in text
+    assert 'zoom_up{account="default"} 0.0' in text
     assert "zoom_participant_bitrate_bytes_per_second{" not in text
 
 
@@ -59,7 +59,7 @@ async def test_content_negotiation_and_gzip(wired: tuple[TestClient, Poller]) ->
     plain = await http.get("/metrics")
     assert plain.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     plain_text = await plain.text()
-    assert "zoom_up 1.0" in plain_text
+    assert 'zoom_up{account="default"} 1.0' in plain_text
     om = await http.get(
         "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
     )

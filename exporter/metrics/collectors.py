@@ -21,9 +21,9 @@ from exporter.metrics.snapshot import Snapshot, StreamAggregate, StreamReading
 from exporter.zoom.models import KINDS
 
 REFRESH: Final = " Refreshed each poll cycle."
-PARTICIPANT_LABELS: Final = ["kind", "meeting_id", "participant_id"]
+PARTICIPANT_LABELS: Final = ["account", "kind", "meeting_id", "participant_id"]
 STREAM_LABELS: Final = [*PARTICIPANT_LABELS, "media", "stream"]
-MEETING_LABELS: Final = ["kind", "meeting_id"]
+MEETING_LABELS: Final = ["account", "kind", "meeting_id"]
 MOS_HELP: Final = (
     "Estimated MOS (1 to 4.5) of an audio stream from its latency, jitter and average loss, by "
     "the simplified ITU-T G.107 E-model (codec impairment 0, jitter buffer twice the jitter)."
@@ -119,10 +119,11 @@ class ParticipantCollector:
             "Descriptive fields of a live participant; value is always 1." + REFRESH,
             labels=PARTICIPANT_LABELS,
         )
+        account = self._snapshot.account
         for meeting in self._snapshot.meetings:
             kind, mid = meeting.target.kind, meeting.target.meeting_id
             for p in meeting.exported_participants:
-                base = [kind, mid, p.participant_id]
+                base = [account, kind, mid, p.participant_id]
                 info.add_metric(base, dict(p.info))
                 if p.sample_timestamp is not None:
                     sample_ts.add_metric(base, p.sample_timestamp)
@@ -163,7 +164,8 @@ class MeetingCollector:
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        labels = ["kind", "meeting_id"]
+        labels = MEETING_LABELS
+        account = self._snapshot.account
         participants = GaugeMetricFamily(
             "zoom_meeting_participants",
             "Live participants with QoS data in the meeting or webinar." + REFRESH,
@@ -180,7 +182,9 @@ class MeetingCollector:
             labels=labels,
         )
         meetings = GaugeMetricFamily(
-            "zoom_meetings", "Meetings or webinars being exported." + REFRESH, labels=["kind"]
+            "zoom_meetings",
+            "Meetings or webinars being exported." + REFRESH,
+            labels=["account", "kind"],
         )
         by_quality = GaugeMetricFamily(
             "zoom_meeting_participants_by_quality",
@@ -208,7 +212,7 @@ class MeetingCollector:
         counts = dict.fromkeys(KINDS, 0)
         for meeting in self._snapshot.meetings:
             t = meeting.target
-            base = [t.kind, t.meeting_id]
+            base = [account, t.kind, t.meeting_id]
             counts[t.kind] += 1
             participants.add_metric(base, len(meeting.participants))
             info.add_metric(
@@ -226,16 +230,16 @@ class MeetingCollector:
                     for stat, value in zip(("p5", "min"), aggregate.mos, strict=True):
                         mos.add_metric([*base, aggregate.stream, stat], value)
         for kind, count in counts.items():
-            meetings.add_metric([kind], count)
+            meetings.add_metric([account, kind], count)
         dropped = GaugeMetricFamily(
             "zoom_exporter_series_dropped",
             "Participant series left out of /metrics by ZOOM_EXPORTER_PARTICIPANT_SERIES "
             "(reason participants) and ZOOM_EXPORTER_STREAMS (reason streams)." + REFRESH,
-            labels=["reason"],
+            labels=["account", "reason"],
         )
         people, streams = self._snapshot.dropped()
-        dropped.add_metric(["participants"], people)
-        dropped.add_metric(["streams"], streams)
+        dropped.add_metric([account, "participants"], people)
+        dropped.add_metric([account, "streams"], streams)
         yield from (meetings, participants, info, last_poll, by_quality)
         yield from (family for family, _attr in stats)
         yield from (mos, dropped)

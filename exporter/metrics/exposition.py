@@ -265,13 +265,15 @@ def render_families(snapshot: Snapshot) -> Iterator[tuple[str, str]]:
     by_quality: list[str] = []
     stats: list[list[str]] = [[] for _ in MEETING_STATS]
     meeting_mos: list[str] = []
+    acc = f'account="{_q(snapshot.account)}",'  # the first label of every series
     for meeting in meetings:
         t = meeting.target
         counts[t.kind] += 1
-        km = f'kind="{_q(t.kind)}",meeting_id="{_q(t.meeting_id)}"'
+        bare = f'kind="{_q(t.kind)}",meeting_id="{_q(t.meeting_id)}"'
+        km = acc + bare
         participants.append(f"zoom_meeting_participants{{{km}}} {v(len(meeting.participants))}\n")
         infos.append(
-            f'zoom_meeting_info{{host="{_q(t.host)}",{km},source="{_q(t.source)}",'
+            f'zoom_meeting_info{{{acc}host="{_q(t.host)}",{bare},source="{_q(t.source)}",'
             f'topic="{_q(t.topic)}",uuid="{_q(t.uuid)}"}} 1.0\n'
         )
         polls.append(f"zoom_meeting_last_poll_timestamp_seconds{{{km}}} {v(meeting.polled_at)}\n")
@@ -281,7 +283,7 @@ def render_families(snapshot: Snapshot) -> Iterator[tuple[str, str]]:
                 f'zoom_meeting_participants_by_quality{{{km},quality="{grade}"}} '
                 f"{v(getattr(quality, grade))}\n"
             )
-        kind = f'kind="{_q(t.kind)}",media="'
+        kind = f'{acc}kind="{_q(t.kind)}",media="'
         mid = f'",meeting_id="{_q(t.meeting_id)}",stat="'
         for (name, _help, attr), lines in zip(MEETING_STATS, stats, strict=True):
             for a in quality.streams:
@@ -295,7 +297,7 @@ def render_families(snapshot: Snapshot) -> Iterator[tuple[str, str]]:
                 head = f'zoom_meeting_audio_mos_estimate{{{km},stat="'
                 meeting_mos.append(f'{head}p5",stream="{a.stream}"}} {v(a.mos[0])}\n')
                 meeting_mos.append(f'{head}min",stream="{a.stream}"}} {v(a.mos[1])}\n')
-    kinds = "".join(f'zoom_meetings{{kind="{k}"}} {v(n)}\n' for k, n in counts.items())
+    kinds = "".join(f'zoom_meetings{{{acc}kind="{k}"}} {v(n)}\n' for k, n in counts.items())
     yield "zoom_meetings", kinds
     yield "zoom_meeting_participants", "".join(participants)
     yield "zoom_meeting", "".join(infos)
@@ -307,8 +309,8 @@ def render_families(snapshot: Snapshot) -> Iterator[tuple[str, str]]:
     people, streams = snapshot.dropped()
     yield (
         "zoom_exporter_series_dropped",
-        f'zoom_exporter_series_dropped{{reason="participants"}} {v(people)}\n'
-        f'zoom_exporter_series_dropped{{reason="streams"}} {v(streams)}\n',
+        f'zoom_exporter_series_dropped{{{acc}reason="participants"}} {v(people)}\n'
+        f'zoom_exporter_series_dropped{{{acc}reason="streams"}} {v(streams)}\n',
     )
     yield from _participant_families(snapshot, v)
 
@@ -327,16 +329,18 @@ def _participant_families(snapshot: Snapshot, v: _Values) -> Iterator[tuple[str,
     sample_ts: list[str] = []
     join_ts: list[str] = []
     info: list[str] = []
+    account = _q(snapshot.account)
     for meeting in snapshot.meetings:
         t = meeting.target
         kind_value, mid_value = _q(t.kind), _q(t.meeting_id)
-        kind = f'{{kind="{kind_value}",media="'
+        kind = f'{{account="{account}",kind="{kind_value}",media="'
         for p in meeting.exported_participants:
             pid_value = _q(p.participant_id)
             ids = f'meeting_id="{mid_value}",participant_id="{pid_value}"'
-            base = f'{{kind="{kind_value}",{ids}'
+            base = f'{{account="{account}",kind="{kind_value}",{ids}'
             labels = [
                 *((k, _q(value)) for k, value in p.info),
+                ("account", account),
                 ("kind", kind_value),
                 ("meeting_id", mid_value),
                 ("participant_id", pid_value),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, cast
 
@@ -40,8 +40,11 @@ from exporter.zoom.telemetry import ApiTelemetry
 REFRESH: Final = " Refreshed each poll cycle."
 
 
-class DaemonView(Protocol):
-    """What the self-metrics read from the running daemon."""
+class AccountView(Protocol):
+    """What the self-metrics read of one account."""
+
+    @property
+    def name(self) -> str: ...
 
     @property
     def health(self) -> Health: ...
@@ -50,24 +53,35 @@ class DaemonView(Protocol):
     def telemetry(self) -> ApiTelemetry: ...
 
     @property
-    def config_reload(self) -> tuple[bool, float | None]: ...
-
-    @property
     def token_expiry(self) -> float | None: ...
 
     def overdue(self) -> float | None:
-        """Seconds since the last publish if polling looks stuck, else None."""
+        """Seconds since the account's last publish if its polling looks stuck, else None."""
+
+
+class DaemonView(Protocol):
+    """What the self-metrics read from the running daemon: its accounts, and its reloads."""
+
+    @property
+    def config_reload(self) -> tuple[bool, float | None]: ...
+
+    def accounts(self) -> Sequence[AccountView]: ...
 
 
 @dataclass
 class StoreView:
     """The DaemonView of a store and a client's telemetry without a daemon (tests, benchmarks):
-    no reload has happened, and the token is the client's, if any."""
+    one account (the snapshot's), no reload has happened, and the token is the client's, if
+    any."""
 
     store: SnapshotStore
     telemetry: ApiTelemetry
     token: TokenProvider | None = None
     config_reload: tuple[bool, float | None] = (True, None)
+
+    @property
+    def name(self) -> str:
+        return self.store.snapshot.account
 
     @property
     def health(self) -> Health:
@@ -80,14 +94,20 @@ class StoreView:
     def overdue(self) -> float | None:
         return self.store.overdue()
 
+    def accounts(self) -> Sequence[AccountView]:
+        return (self,)
+
+
+Values = Iterable[tuple[str, float | None]]  # (account, value); None: no sample
+
 
 class ExporterCollector:
     """The exporter's own health, read live at each scrape: reachability of Zoom, cycle timing,
-    API calls, the budget and the planner, reloads, the token, build.
+    API calls, the budget and the planner per account; reloads, tasks, build.
 
-        zoom_up 1
-        zoom_exporter_state{state="ok"} 1
-        zoom_api_requests_total{code="200",endpoint="meeting_participants_qos"} 7
+        zoom_up{account="default"} 1
+        zoom_exporter_state{account="default",state="ok"} 1
+        zoom_api_requests_total{account="default",code="200",endpoint="meeting_participants_qos"} 7
     """
 
     def __init__(self, view: DaemonView) -> None:
@@ -95,44 +115,42 @@ class ExporterCollector:
 
     def collect(self) -> Iterator[Metric]:
         view = self._view
-        snap = view.health
-        overdue = view.overdue()
-        yield GaugeMetricFamily(
+        accounts = [(a.name, a, a.health, a.overdue()) for a in view.accounts()]
+        yield from _gauges(
             "zoom_up",
             "1 if the last poll cycle reached the Zoom API, 0 if it failed or if no cycle has "
             "published for longer than 3 intervals plus 30 s." + REFRESH,
-            value=1.0 if snap.up and overdue is None else 0.0,
+            ((n, 1.0 if h.up and o is None else 0.0) for n, _a, h, o in accounts),
+            always=True,
         )
-        yield from _gauge(
+        yield from _gauges(
             "zoom_exporter_publish_overdue_seconds",
             "Seconds since the last cycle published, present only while that is longer than 3 "
             "intervals plus 30 s (polling is stuck).",
-            overdue,
+            ((n, o) for n, _a, _h, o in accounts),
         )
-        if snap.last_success_timestamp is not None:
-            yield GaugeMetricFamily(
-                "zoom_last_successful_poll_timestamp_seconds",
-                "Unix time at which the last successful poll cycle ended." + REFRESH,
-                value=snap.last_success_timestamp,
-            )
-        if snap.poll_duration_seconds is not None:
-            yield GaugeMetricFamily(
-                "zoom_poll_duration_seconds",
-                "Duration of the last poll cycle in seconds." + REFRESH,
-                value=snap.poll_duration_seconds,
-            )
+        yield from _gauges(
+            "zoom_last_successful_poll_timestamp_seconds",
+            "Unix time at which the last successful poll cycle ended." + REFRESH,
+            ((n, h.last_success_timestamp) for n, _a, h, _o in accounts),
+        )
+        yield from _gauges(
+            "zoom_poll_duration_seconds",
+            "Duration of the last poll cycle in seconds." + REFRESH,
+            ((n, h.poll_duration_seconds) for n, _a, h, _o in accounts),
+        )
         requests = CounterMetricFamily(
             "zoom_api_requests",
             "Zoom API calls by endpoint and HTTP status code (error: no answer)." + REFRESH,
-            labels=["endpoint", "code"],
+            labels=["account", "endpoint", "code"],
         )
-        telemetry = view.telemetry
-        for endpoint, code, count in telemetry.requests.snapshot():
-            requests.add_metric([endpoint, code], count)
+        for name, account, _h, _o in accounts:
+            for endpoint, code, count in account.telemetry.requests.snapshot():
+                requests.add_metric([name, endpoint, code], count)
         yield requests
-        yield from telemetry.durations.collect()
-        yield from _health(snap, telemetry)
-        yield from _daemon(view)
+        yield from _durations(accounts)
+        yield from _health(accounts)
+        yield from _daemon(view, accounts)
         build = InfoMetricFamily("zoom_exporter_build", "Exporter build information; always 1.")
         build.add_metric(
             [],
@@ -148,131 +166,159 @@ class ExporterCollector:
 RATE_LIMIT_PAIRS = tuple(
     (category, kind) for category in (HEAVY, RESOURCE_INTENSIVE) for kind in ("QPS", "Daily-limit")
 )
+Accounts = list[tuple[str, AccountView, Health, float | None]]
 
 
-def _gauge(name: str, documentation: str, value: float | None) -> Iterator[Metric]:
-    if value is not None:
-        yield GaugeMetricFamily(name, documentation, value=value)
+def _gauges(
+    name: str, documentation: str, values: Values, *, always: bool = False
+) -> Iterator[Metric]:
+    """A gauge by account, for the accounts that have a value; no family if none has one
+    (unless `always`)."""
+    family = GaugeMetricFamily(name, documentation, labels=["account"])
+    for account, value in values:
+        if value is not None:
+            family.add_metric([account], value)
+    if family.samples or always:
+        yield family
 
 
-def _health(snap: Health, telemetry: ApiTelemetry) -> Iterator[Metric]:
-    """Rate limits, the daily budget and the planner, the exporter's state, config reloads."""
-    if snap.state is not None:
-        state = GaugeMetricFamily(
-            "zoom_exporter_state",
-            "What the last poll cycle ran into: 1 for the current state, 0 for the others."
-            + REFRESH,
-            labels=["state"],
-        )
-        for name in STATES:
-            state.add_metric([name], 1.0 if name == snap.state else 0.0)
+def _durations(accounts: Accounts) -> Iterator[Metric]:
+    """Each account's call-duration histogram, as one family with the account label."""
+    merged: Metric | None = None
+    for name, account, _h, _o in accounts:
+        for metric in account.telemetry.durations.collect():
+            if merged is None:
+                merged = Metric(metric.name, metric.documentation, metric.type)
+            merged.samples.extend(
+                sample._replace(labels={"account": name, **sample.labels})
+                for sample in metric.samples
+            )
+    if merged is not None:
+        yield merged
+
+
+def _health(accounts: Accounts) -> Iterator[Metric]:
+    """Rate limits, the daily budget and the planner, the exporter's state (per account)."""
+    state = GaugeMetricFamily(
+        "zoom_exporter_state",
+        "What the last poll cycle ran into: 1 for the current state, 0 for the others." + REFRESH,
+        labels=["account", "state"],
+    )
+    for label, _a, snap, _o in accounts:
+        if snap.state is not None:
+            for name in STATES:
+                state.add_metric([label, name], 1.0 if name == snap.state else 0.0)
+    if state.samples:
         yield state
-    yield from _gauge(
+    yield from _gauges(
         "zoom_exporter_poll_interval_seconds",
         "Effective seconds between poll cycles, stretched so the daily budget lasts.",
-        snap.poll_interval_seconds,
+        ((n, h.poll_interval_seconds) for n, _a, h, _o in accounts),
     )
-    if snap.budget is not None:
-        yield from _gauge(
-            "zoom_exporter_daily_budget",
-            "This exporter's daily Zoom API request budget (its share of the account's cap).",
-            snap.budget.budget,
-        )
-        yield from _gauge(
-            "zoom_exporter_daily_budget_remaining",
-            "Requests left today: the lower of our own count and Zoom's X-RateLimit-Remaining.",
-            snap.budget.remaining,
-        )
-        yield from _gauge(
-            "zoom_exporter_daily_budget_reset_timestamp_seconds",
-            "Unix time of the next daily reset (00:00 UTC).",
-            snap.budget.reset_timestamp,
-        )
-    yield from _gauge(
+    budgets = [(n, h.budget) for n, _a, h, _o in accounts]
+    yield from _gauges(
+        "zoom_exporter_daily_budget",
+        "This exporter's daily Zoom API request budget (its share of the account's cap).",
+        ((n, b.budget if b is not None else None) for n, b in budgets),
+    )
+    yield from _gauges(
+        "zoom_exporter_daily_budget_remaining",
+        "Requests left today: the lower of our own count and Zoom's X-RateLimit-Remaining.",
+        ((n, b.remaining if b is not None else None) for n, b in budgets),
+    )
+    yield from _gauges(
+        "zoom_exporter_daily_budget_reset_timestamp_seconds",
+        "Unix time of the next daily reset (00:00 UTC).",
+        ((n, b.reset_timestamp if b is not None else None) for n, b in budgets),
+    )
+    yield from _gauges(
         "zoom_exporter_paused_until_timestamp_seconds",
         "Unix time until which Zoom API calls are paused (daily limit or budget spent).",
-        snap.paused_until,
+        ((n, h.paused_until) for n, _a, h, _o in accounts),
     )
-    yield from _gauge(
+    yield from _gauges(
         "zoom_exporter_last_cycle_requests",
         "Zoom API requests the last poll cycle made.",
-        snap.cycle_requests,
+        ((n, h.cycle_requests) for n, _a, h, _o in accounts),
     )
-    yield from _gauge(
+    yield from _gauges(
         "zoom_exporter_last_cycle_planned_requests",
         "Requests the planner expected the last cycle to make (discovery pages plus, per "
         "meeting, ceil(participants / 10)).",
-        snap.planned_requests,
+        ((n, h.planned_requests) for n, _a, h, _o in accounts),
     )
-    if snap.state is not None:
-        yield from _gauge(
-            "zoom_exporter_meetings_deferred",
-            "Meetings left out of the last cycle to stay within the daily budget.",
-            snap.meetings_deferred,
-        )
+    yield from _gauges(
+        "zoom_exporter_meetings_deferred",
+        "Meetings left out of the last cycle to stay within the daily budget.",
+        ((n, h.meetings_deferred if h.state is not None else None) for n, _a, h, _o in accounts),
+    )
     limited = CounterMetricFamily(
         "zoom_api_rate_limited",
         "HTTP 429 answers from Zoom by rate-limit category and X-RateLimit-Type." + REFRESH,
-        labels=["category", "type"],
+        labels=["account", "category", "type"],
     )
-    # The known pairs start at 0, so the first 429 is an increase Prometheus can see.
-    counts = {pair: 0 for pair in RATE_LIMIT_PAIRS} if snap.state is not None else {}
-    counts.update({(c, kind): n for c, kind, n in telemetry.rate_limited.snapshot()})
-    for (category, kind), count in sorted(counts.items()):
-        limited.add_metric([category, kind], count)
-    yield limited
     retries = CounterMetricFamily(
         "zoom_api_retries",
         "Zoom API calls made again, by endpoint and reason." + REFRESH,
-        labels=["endpoint", "reason"],
+        labels=["account", "endpoint", "reason"],
     )
-    for endpoint, reason, count in telemetry.retries.snapshot():
-        retries.add_metric([endpoint, reason], count)
-    yield retries
     dropped = CounterMetricFamily(
         "zoom_exporter_items_dropped",
         "Records, participants or meetings left out of the snapshot, by reason (schema: not "
         "the expected shape; build, render: failed to build or render).",
-        labels=["reason"],
+        labels=["account", "reason"],
     )
-    for reason, count in telemetry.dropped.snapshot():
-        dropped.add_metric([reason], count)
-    yield dropped
-    yield CounterMetricFamily(
+    truncated = CounterMetricFamily(
         "zoom_exporter_values_truncated",
         "Strings from Zoom cut to 256 characters (label values among them).",
-        value=telemetry.truncated,
+        labels=["account"],
     )
-    if snap.state is not None:
-        yield from _gauge(
-            "zoom_exporter_meetings_not_live",
-            "Configured meetings and webinars that are not live, left out without a call.",
-            snap.meetings_not_live,
-        )
+    for label, account, snap, _o in accounts:
+        telemetry = account.telemetry
+        # The known pairs start at 0, so the first 429 is an increase Prometheus can see.
+        counts = {pair: 0 for pair in RATE_LIMIT_PAIRS} if snap.state is not None else {}
+        counts.update({(c, kind): n for c, kind, n in telemetry.rate_limited.snapshot()})
+        for (category, kind), count in sorted(counts.items()):
+            limited.add_metric([label, category, kind], count)
+        for endpoint, reason, count in telemetry.retries.snapshot():
+            retries.add_metric([label, endpoint, reason], count)
+        for reason, count in telemetry.dropped.snapshot():
+            dropped.add_metric([label, reason], count)
+        truncated.add_metric([label], telemetry.truncated)
+    yield from (limited, retries, dropped, truncated)
+    yield from _gauges(
+        "zoom_exporter_meetings_not_live",
+        "Configured meetings and webinars that are not live, left out without a call.",
+        ((n, h.meetings_not_live if h.state is not None else None) for n, _a, h, _o in accounts),
+    )
 
 
-def _daemon(view: DaemonView) -> Iterator[Metric]:
-    """What the daemon keeps for its whole life: cycles, reloads, the token, its tasks."""
-    yield CounterMetricFamily(
+def _daemon(view: DaemonView, accounts: Accounts) -> Iterator[Metric]:
+    """What the daemon keeps for its whole life: cycles, reloads, the tokens, its tasks."""
+    cycles = CounterMetricFamily(
         "zoom_exporter_poll_cycles",
         "Poll cycles completed since the exporter started.",
-        value=view.health.complete_cycles,
+        labels=["account"],
     )
+    for name, _a, health, _o in accounts:
+        cycles.add_metric([name], health.complete_cycles)
+    yield cycles
     ok, when = view.config_reload
     yield GaugeMetricFamily(
         "zoom_exporter_config_last_reload_successful",
         "1 if the last configuration reload (SIGHUP or /-/reload) succeeded, 0 if it failed.",
         value=1.0 if ok else 0.0,
     )
-    yield from _gauge(
-        "zoom_exporter_config_last_reload_success_timestamp_seconds",
-        "Unix time of the last successful configuration reload.",
-        when,
-    )
-    yield from _gauge(
+    if when is not None:
+        yield GaugeMetricFamily(
+            "zoom_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration reload.",
+            value=when,
+        )
+    yield from _gauges(
         "zoom_exporter_token_expiry_timestamp_seconds",
         "Unix time at which the current Zoom access token expires.",
-        view.token_expiry,
+        ((n, a.token_expiry) for n, a, _h, _o in accounts),
     )
     yield GaugeMetricFamily(
         "zoom_exporter_asyncio_tasks",
@@ -304,7 +350,10 @@ class SelfMetrics:
         """The text format, or OpenMetrics ending in `# EOF` (the last part of a scrape)."""
         now = self._clock()
         view = self._view
-        key = (view.health, view.config_reload, view.overdue() is None)
+        key = (
+            tuple((a.name, a.health, a.overdue() is None) for a in view.accounts()),
+            view.config_reload,
+        )
         cached = self._rendered.get(openmetrics)
         if cached is not None and now - cached[0] < self.MAX_AGE and cached[1] == key:
             return cached[2]

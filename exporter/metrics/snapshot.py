@@ -118,9 +118,10 @@ class MeetingReading:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The QoS of one cycle: every meeting's participants, as /metrics shows them."""
+    """The QoS of one account's cycle: every meeting's participants, as /metrics shows them."""
 
     meetings: tuple[MeetingReading, ...] = ()
+    account: str = "default"  # the `account` label of every series
 
     def dropped(self) -> tuple[int, int]:
         """Series left out by the settings: (participants, streams)."""

@@ -14,7 +14,7 @@ from exporter.simulator.scenario import (
     Scenario,
     is_poor,
 )
-from exporter.simulator.server import Simulator
+from exporter.simulator.server import SimAccount, Simulator
 
 __all__ = [
     "SEED_MEETING_ID",
@@ -28,6 +28,7 @@ __all__ = [
     "RateLimits",
     "ScaledClock",
     "Scenario",
+    "SimAccount",
     "Simulator",
     "create_app",
     "is_poor",

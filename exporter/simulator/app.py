@@ -70,6 +70,10 @@ class Tokens:
         self._issued[token] = (now + TOKEN_LIFETIME, generation)
         return token
 
+    def knows(self, token: str) -> bool:
+        """Whether this account issued `token` (expired or not)."""
+        return token in self._issued
+
     def valid(self, token: str, now: float, generation: int) -> bool:
         expires, issued_in = self._issued.get(token, (0.0, -1))
         return issued_in == generation and now < expires
@@ -196,11 +200,40 @@ class State:
         }
 
 
-STATE: Final = web.AppKey("simulator_state", State)
+STATE: Final = web.AppKey("simulator_state", State)  # the first account's
+# Every account the simulator serves, by account_id (the first one included).
+ACCOUNTS: Final = web.AppKey("simulator_accounts", dict[str, State])
+_ACCOUNT: Final = web.RequestKey("simulator_account", State)  # when several are served
 
 
 def _state(request: web.Request) -> State:
-    return request.app[STATE]
+    state = request.get(_ACCOUNT)
+    return state if state is not None else request.app[STATE]
+
+
+async def _account_of(request: web.Request, states: dict[str, State]) -> State | None:
+    """Which account a request is for, as Zoom tells: the token request's account_id, the
+    bearer token's issuer; for /_sim/ routes, `?account=`."""
+    path = request.path
+    if path.startswith("/_sim/"):
+        return states.get(request.query.get("account", ""))
+    if path == "/oauth/token":
+        form = await request.post()
+        return states.get(str(form.get("account_id", request.query.get("account_id", ""))))
+    token = _bearer(request)
+    return next((state for state in states.values() if state.tokens.knows(token)), None)
+
+
+@web.middleware
+async def route_account(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With several accounts, hand the request the state of the account it is for (the
+    first account's when it names none that is known: it then fails as Zoom would)."""
+    states = request.app[ACCOUNTS]
+    if len(states) > 1:
+        state = await _account_of(request, states)
+        if state is not None:
+            request[_ACCOUNT] = state
+    return await handler(request)
 
 
 def _now(request: web.Request) -> float:
@@ -326,8 +359,8 @@ async def oauth_token(request: web.Request) -> web.StreamResponse:
     state = _state(request)
     creds = state.credentials
     params: dict[str, str] = dict(request.query)
-    if request.can_read_body:
-        params.update({k: str(v) for k, v in (await request.post()).items()})
+    # post() is read once and kept: route_account may have read it (can_read_body is False then)
+    params.update({k: str(v) for k, v in (await request.post()).items()})
     client = _client(request)
     if client is None:
         return web.json_response(
@@ -591,8 +624,9 @@ def _routes(app: web.Application) -> None:
 
 async def _release_held(app: web.Application) -> None:
     """On shutdown, cancel the requests a fault still holds (so stopping does not wait)."""
-    for task in list(app[STATE].held):
-        task.cancel()
+    for state in app[ACCOUNTS].values():
+        for task in list(state.held):
+            task.cancel()
 
 
 def create_app(
@@ -610,20 +644,49 @@ def create_app(
     `rate_limits` turns on Zoom's per-second/per-minute enforcement (None: none). The daily cap
     is `daily_limit`, else `rate_limits.daily`, else 30,000.
     """
+    app = web.Application(middlewares=[route_account, gateway])
+    app[ACCOUNTS] = {}
+    app[STATE] = add_account(
+        app,
+        scenario,
+        faults,
+        client_id=client_id,
+        client_secret=client_secret,
+        account_id=account_id,
+        daily_limit=daily_limit,
+        rate_limits=rate_limits,
+    )
+    _routes(app)
+    app.on_shutdown.append(_release_held)
+    return app
+
+
+def add_account(
+    app: web.Application,
+    scenario: Scenario,
+    faults: Faults | None = None,
+    *,
+    client_id: str,
+    client_secret: str,
+    account_id: str,
+    daily_limit: int | None = None,
+    rate_limits: RateLimits | None = None,
+) -> State:
+    """Serve one more Zoom account: its own credentials, scenario, limits, quota and faults.
+    A token request names it by account_id; its tokens then reach only its meetings."""
+    if account_id in app[ACCOUNTS]:
+        raise ValueError(f"account {account_id!r} is served already")
     limits = rate_limits if rate_limits is not None else RateLimits()
     if daily_limit is None:
         daily_limit = limits.daily if limits.daily is not None else DEFAULT_DAILY_LIMIT
-    app = web.Application(middlewares=[gateway])
-    app[STATE] = State(
+    state = app[ACCOUNTS][account_id] = State(
         scenario=scenario,
         faults=faults if faults is not None else Faults(),
         credentials=Credentials(client_id, client_secret, account_id),
         quota=Quota(limit=daily_limit),
         limits=limits,
     )
-    _routes(app)
-    app.on_shutdown.append(_release_held)
-    return app
+    return state
 
 
 def app_state(app: web.Application) -> State:

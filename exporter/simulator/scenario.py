@@ -130,8 +130,13 @@ def is_poor(participant: JsonDict) -> bool:
 class Scenario:
     """The simulated account's live meetings and webinars; deterministic for (seed, clock)."""
 
-    def __init__(self, seed: int = 1, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, seed: int = 1, clock: Callable[[], float] = time.time, *, fixed_ids: bool = True
+    ) -> None:
+        """`fixed_ids` False: the seed meeting and the slash-UUID meeting get ids of the seed's
+        own too (another account's world, with no meeting id in common with this one)."""
         self.seed = seed
+        self.fixed_ids = fixed_ids
         self.clock = clock
         self.origin = float(clock())
         self._meetings: list[Meeting] = []
@@ -383,9 +388,15 @@ class Scenario:
     def _build_seed_meeting(self, t0: float) -> None:
         rng = self._rng("meeting", 1)
         meeting = self._new_meeting(
-            rng, "meeting", SEED_MEETING_TOPIC, t0 - 433, uuid=SEED_MEETING_UUID, rotating=False
+            rng,
+            "meeting",
+            SEED_MEETING_TOPIC,
+            t0 - 433,
+            uuid=SEED_MEETING_UUID if self.fixed_ids else None,
+            rotating=False,
         )
-        meeting.id = SEED_MEETING_ID
+        if self.fixed_ids:
+            meeting.id = SEED_MEETING_ID
         user_id = meeting.next_user_id()
         key = f"{self.seed}:{meeting.id}:{user_id}"
         identity = seed_identity(user_id, SEED_PARTICIPANT_NAME, key)
@@ -397,7 +408,8 @@ class Scenario:
     def _build_design_review(self, t0: float) -> None:
         rng = self._rng("meeting", 2)
         meeting = self._new_meeting(rng, "meeting", SLASH_MEETING_TOPIC, t0 - 720)
-        meeting.uuid = SLASH_MEETING_UUID
+        if self.fixed_ids:
+            meeting.uuid = SLASH_MEETING_UUID
         self._populate(rng, meeting, 10, t0 - 200, poor=1)
         self._join_new(rng, meeting, t0 - 190, web=True)
         again = self._join_new(rng, meeting, t0 - 600)  # left and rejoined: listed twice

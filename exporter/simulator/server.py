@@ -6,14 +6,60 @@ from types import TracebackType
 
 from aiohttp import web
 
-from exporter.simulator.app import app_state, create_app
+from exporter.simulator.app import ACCOUNTS, State, add_account, app_state, create_app
 from exporter.simulator.faults import Faults
 from exporter.simulator.limits import RateLimits
 from exporter.simulator.scenario import Scenario
 
 
+class SimAccount:
+    """One Zoom account the simulator serves: its credentials, scenario, faults, limits and
+    counts (the same names as on `Simulator`, which are its first account's)."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+        self.scenario = state.scenario
+        self.faults = state.faults
+        self.account_id = state.credentials.account_id
+        self.client_id = state.credentials.client_id
+
+    @property
+    def client_secret(self) -> str:
+        return self._state.client_secret
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self._state.stats.snapshot()
+
+    def reset_stats(self) -> None:
+        self._state.stats.reset()
+
+    @property
+    def daily_limit(self) -> int:
+        return self._state.quota.limit
+
+    @property
+    def limit_hits(self) -> dict[str, int]:
+        return dict(self._state.limit_hits)
+
+    @property
+    def quota_used(self) -> int:
+        return self._state.quota.used_today(self.scenario.now())
+
+    @property
+    def quota_remaining(self) -> int:
+        return self._state.quota.remaining(self.scenario.now())
+
+    def peak_rate(self, category: str) -> int:
+        return self._state.peak_rate(category)
+
+
 class Simulator:
     """Serve a Scenario as Zoom's API. Use `async with sim:` or `start()`/`stop()`.
+
+    `add_account` serves more accounts on the same port, each with its own credentials,
+    scenario, limits and faults, told apart as Zoom tells them: by the token request's
+    account_id, then by the bearer token.
 
     `rate_limits` (e.g. `RateLimits.PRO`) enforces Zoom's per-second and per-minute limits on the
     scenario clock; None (the default) enforces only the daily cap. The daily cap is
@@ -48,6 +94,32 @@ class Simulator:
             rate_limits=rate_limits,
         )
         self._runner: web.AppRunner | None = None
+
+    def add_account(
+        self,
+        account_id: str,
+        *,
+        client_id: str,
+        client_secret: str,
+        scenario: Scenario | None = None,
+        daily_limit: int | None = None,
+        rate_limits: RateLimits | None = None,
+    ) -> SimAccount:
+        """Serve one more account (before or after `start`)."""
+        state = add_account(
+            self.app,
+            scenario if scenario is not None else Scenario(),
+            client_id=client_id,
+            client_secret=client_secret,
+            account_id=account_id,
+            daily_limit=daily_limit,
+            rate_limits=rate_limits,
+        )
+        return SimAccount(state)
+
+    def account(self, account_id: str) -> SimAccount:
+        """An account served, by its account_id (the first one's is `self.account_id`)."""
+        return SimAccount(self.app[ACCOUNTS][account_id])
 
     async def start(self) -> None:
         """Listen on (host, port); port 0 picks a free port, readable from `base_url`."""

@@ -10,9 +10,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from exporter.metrics.accounts import AccountsStore
 from exporter.metrics.exposition import negotiate, wants_gzip
 from exporter.metrics.selfmetrics import SelfMetrics
+from exporter.metrics.snapshot import Snapshot
 from exporter.metrics.store import SnapshotStore
+from exporter.polling.health import Health
 from exporter.web import status_page
 from exporter.web.webconfig import WebConfig, middlewares
 
@@ -20,7 +23,9 @@ from exporter.web.webconfig import WebConfig, middlewares
 Reloader = Callable[[], Awaitable[str | None]]
 
 WRITE_SLICE = 64 * 1024  # bytes per write of a /metrics body: aiohttp drains above this
-STORE = web.AppKey("store", SnapshotStore)
+# One account's store, or every account's (the daemon's): what the handlers read.
+Store = SnapshotStore | AccountsStore
+STORE: web.AppKey[Store] = web.AppKey("store")
 TELEMETRY_PATH = web.AppKey("telemetry_path", str)
 SELF_METRICS = web.AppKey("self_metrics", SelfMetrics)
 RELOAD: web.AppKey[Reloader] = web.AppKey("reload")
@@ -32,22 +37,33 @@ class StatusPages:
     concurrent requests wait for the same render."""
 
     def __init__(self) -> None:
-        self._key: tuple[object, object] | None = None
+        self._key: tuple[tuple[Snapshot, Health], ...] | None = None
         self._page: asyncio.Future[str] | None = None
 
-    async def page(self, store: SnapshotStore, telemetry_path: str) -> str:
-        key = (store.exposition, store.health)
+    async def page(self, store: Store, telemetry_path: str) -> str:
+        groups = _groups(store)
+        key = tuple((snapshot, health) for _name, snapshot, health in groups)
         if (
             self._page is None
             or self._key is None
-            or self._key[0] is not key[0]
-            or (self._key[1] is not key[1])
+            or len(self._key) != len(key)
+            or any(
+                a is not b
+                for old, new in zip(self._key, key, strict=True)
+                for a, b in zip(old, new, strict=True)
+            )
         ):
             self._key = key
             self._page = asyncio.ensure_future(
-                asyncio.to_thread(status_page.render, store.snapshot, store.health, telemetry_path)
+                asyncio.to_thread(status_page.render_accounts, groups, telemetry_path)
             )
         return await asyncio.shield(self._page)
+
+
+def _groups(store: Store) -> tuple[tuple[str, Snapshot, Health], ...]:
+    if isinstance(store, AccountsStore):
+        return store.groups()
+    return ((store.snapshot.account, store.snapshot, store.health),)
 
 
 def _differ(old: object, new: object) -> bool:
@@ -118,7 +134,7 @@ async def reload(request: web.Request) -> web.Response:
 
 
 def create_app(
-    store: SnapshotStore,
+    store: Store,
     telemetry_path: str = "/metrics",
     web_config: WebConfig | None = None,
     *,

@@ -16,7 +16,7 @@ reads, and costly to build); the counts above the table cover everyone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from html import escape
 from typing import Final
@@ -47,6 +47,7 @@ __all__ = [
     "media_quality",
     "participant_quality",
     "render",
+    "render_accounts",
 ]
 
 REFRESH_SECONDS: Final = 30
@@ -338,9 +339,8 @@ def _legend() -> str:
     )
 
 
-def render(snapshot: Snapshot, health: Health, telemetry_path: str) -> str:
-    """The whole landing page for one snapshot and the health of the cycle that made it."""
-    path = escape(telemetry_path)
+def _account_body(snapshot: Snapshot, health: Health, legend: str) -> str:
+    """One account's summary, errors and meetings."""
     if health.complete_cycles == 0 and not snapshot.meetings:
         body = "<p>Waiting for the first poll cycle to finish…</p>"
     elif not snapshot.meetings:
@@ -361,11 +361,11 @@ def render(snapshot: Snapshot, health: Health, telemetry_path: str) -> str:
     if health.errors:
         items = "".join(f"<li>{escape(e)}</li>" for e in health.errors)
         errors += f'<div class="errors"><b>Last cycle errors</b><ul>{items}</ul></div>'
-    duration = (
-        f" in {health.poll_duration_seconds:.2f} s"
-        if health.poll_duration_seconds is not None
-        else ""
-    )
+    return f"{_summary(snapshot, health)}{errors}{legend}{body}"
+
+
+def _page(telemetry_path: str, meta: str, main: str) -> str:
+    path = escape(telemetry_path)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
@@ -374,8 +374,44 @@ def render(snapshot: Snapshot, health: Health, telemetry_path: str) -> str:
         "<header><h1>Zoom QoS Exporter</h1>"
         f'<nav><a href="{path}">Metrics</a><a href="/-/healthy">Health</a>'
         '<a href="/-/ready">Readiness</a></nav>'
-        f'<p class="meta">Version {escape(__version__)} · last successful poll '
-        f"{_when(health.last_success_timestamp)}{duration} · "
+        f'<p class="meta">Version {escape(__version__)} · {meta}'
         f"this page reloads every {REFRESH_SECONDS} s</p></header>"
-        f"<main>{_summary(snapshot, health)}{errors}{_legend()}{body}</main></body></html>\n"
+        f"<main>{main}</main></body></html>\n"
     )
+
+
+def _last_poll(health: Health) -> str:
+    duration = (
+        f" in {health.poll_duration_seconds:.2f} s"
+        if health.poll_duration_seconds is not None
+        else ""
+    )
+    return f"last successful poll {_when(health.last_success_timestamp)}{duration}"
+
+
+def render(snapshot: Snapshot, health: Health, telemetry_path: str) -> str:
+    """The whole landing page for one snapshot and the health of the cycle that made it."""
+    main = _account_body(snapshot, health, _legend())
+    return _page(telemetry_path, f"{_last_poll(health)} · ", main)
+
+
+def render_accounts(groups: Sequence[tuple[str, Snapshot, Health]], telemetry_path: str) -> str:
+    """The landing page of several accounts: one section each, in name order, with its own
+    state, budget, errors and meetings."""
+    if len(groups) == 1:
+        _name, snapshot, health = groups[0]
+        return render(snapshot, health, telemetry_path)
+    sections = "".join(
+        f'<section class="account" id="account-{escape(name)}">'
+        f"<h2>Account {escape(name)}</h2>"
+        f'<p class="meta">{_last_poll(health)}</p>'
+        + _account_body(snapshot, health, "")
+        + "</section>"
+        for name, snapshot, health in sorted(groups, key=lambda g: g[0])
+    )
+    index = " ".join(
+        f'<a href="#account-{escape(name)}">{escape(name)}</a>'
+        for name, _s, _h in sorted(groups, key=lambda g: g[0])
+    )
+    meta = f"{len(groups)} accounts: {index} · " if groups else "no accounts on this replica · "
+    return _page(telemetry_path, meta, _legend() + sections)

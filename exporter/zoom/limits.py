@@ -324,7 +324,7 @@ class StateFile:
 
     NAME: Final = "state.json"
     VERSION: Final = 1
-    MAX_SIZE: Final = 1 << 16  # bytes; ours is about 150
+    MAX_SIZE: Final = 1 << 20  # bytes; about 150 an account
 
     LOCK: Final = ".lock"
 
