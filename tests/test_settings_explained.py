@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from conftest import ROOT, start_exporter, stop_process, wait_for
 from exporter.cli import FLAGS
-from exporter.daemon import DEMO_DAILY_CAP, DEMO_POLL_INTERVAL
+from exporter.runtime import DEMO_DAILY_CAP, DEMO_POLL_INTERVAL
 from exporter.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from exporter.simulator import SEED_MEETING_ID, Scenario
 from exporter.sources import Origins, YamlLines, describe, unknown_names
