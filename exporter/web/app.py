@@ -32,18 +32,15 @@ class StatusPages:
     concurrent requests wait for the same render."""
 
     def __init__(self) -> None:
-        self._key: tuple[object, object] | None = None
+        self._generation: int | None = None  # the store's generation the page shows
         self._page: asyncio.Future[str] | None = None
 
     async def page(self, store: SnapshotStore, telemetry_path: str) -> str:
-        key = (store.exposition, store.health)
-        if (
-            self._page is None
-            or self._key is None
-            or self._key[0] is not key[0]
-            or (self._key[1] is not key[1])
-        ):
-            self._key = key
+        # Keyed by the store's generation (one more at each publish, a health-only change
+        # included), not by the exposition: holding the last one here would free it on the
+        # event loop, in one cascade, when the next request replaced it.
+        if self._page is None or self._generation != store.generation:
+            self._generation = store.generation
             self._page = asyncio.ensure_future(
                 asyncio.to_thread(status_page.render, store.snapshot, store.health, telemetry_path)
             )
