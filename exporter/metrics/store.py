@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -80,6 +82,28 @@ def release(held: list[Exposition]) -> None:
         del meeting  # the reading and its tuples: its participants are still held here
         while people:
             del people[-FREE_SLICE:]
+    trim_heap()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def trim_heap() -> None:
+    """Give the memory freed inside the C heap back to the system (glibc's malloc_trim; a
+    no-op elsewhere). A cycle frees a whole snapshot and its 70 MB of text in small and large
+    blocks among blocks still in use; without this, the freed holes stay resident and the
+    process grew about 20 MiB a cycle at 15,000 participants. ctypes lets the GIL go for it."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def stale_after(interval: float | None) -> float:
