@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -237,19 +237,15 @@ def _headers() -> dict[str, tuple[bytes, bytes]]:
 HEADERS: Final = _headers()
 
 
-class _Values:
-    """Go-style value strings, cached by value. Zeros are never cached: 0.0 == -0.0, and the
-    two are written differently."""
+class _Values(dict[float, str]):
+    """Go-style value strings, cached by value: `_Values().__getitem__` formats a value with
+    no Python call when it is cached (half a million calls at L). Zeros are never cached:
+    0.0 == -0.0, and the two are written differently."""
 
-    def __init__(self) -> None:
-        self._cache: dict[float, str] = {}
-
-    def __call__(self, value: float) -> str:
-        text = self._cache.get(value)
-        if text is None:
-            text = go_float(value)
-            if value and len(self._cache) < 1_000_000:
-                self._cache[value] = text
+    def __missing__(self, value: float) -> str:
+        text = go_float(value)
+        if value and len(self) < 1_000_000:
+            self[value] = text
         return text
 
 
@@ -272,7 +268,7 @@ def render_families(snapshot: Snapshot) -> Iterator[tuple[str, Pieces]]:
     The participant families come in pieces of PIECE_PARTICIPANTS participants: the lines of a
     whole large snapshot, held as strings until joined, were 95 MB more at the peak, and
     joining or encoding 15 MB is one C call that holds the GIL for 10 ms."""
-    v = _Values()
+    v = _Values().__getitem__
     meetings = snapshot.meetings
     counts = dict.fromkeys(KINDS, 0)
     participants: list[str] = []
@@ -333,7 +329,9 @@ def render_families(snapshot: Snapshot) -> Iterator[tuple[str, Pieces]]:
     yield from _participant_families(snapshot, v)
 
 
-def _participant_families(snapshot: Snapshot, v: _Values) -> Iterator[tuple[str, Pieces]]:
+def _participant_families(
+    snapshot: Snapshot, v: Callable[[float], str]
+) -> Iterator[tuple[str, Pieces]]:
     bitrate: list[str] = []
     latency: list[str] = []
     jitter: list[str] = []
