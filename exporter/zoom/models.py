@@ -72,6 +72,21 @@ def _text(value: Any, info: ValidationInfo) -> str | None:
 
 
 def _timestamp(value: Any) -> datetime | None:
+    if isinstance(value, str):  # minute-aligned sample times repeat across participants
+        try:
+            return _TIMESTAMPS[value]
+        except KeyError:
+            if len(_TIMESTAMPS) >= 4_096:
+                _TIMESTAMPS.clear()
+            parsed = _TIMESTAMPS[value] = _parse_timestamp(value)
+            return parsed
+    return _parse_timestamp(value)
+
+
+_TIMESTAMPS: dict[str, datetime | None] = {}
+
+
+def _parse_timestamp(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str) and 0 < len(value) <= 64:
@@ -136,7 +151,15 @@ class StreamQos(_Lenient):
     def _clean(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict):
             return data
-        return {name: _text(data.get(name), info) for name in _STREAM_VALUES}
+        cleaned = {}
+        for name in _STREAM_VALUES:
+            value = data.get(name)
+            if value is not None and not (
+                value.__class__ is str and len(value) <= MAX_TEXT and value.isascii()
+            ):
+                value = _text(value, info)  # the usual strings need no call
+            cleaned[name] = value
+        return cleaned
 
 
 _STREAM_VALUES: Final = tuple(StreamQos.model_fields)
