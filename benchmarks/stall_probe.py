@@ -81,6 +81,7 @@ def instrument() -> None:
     asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
 
     wrap(store, "render_safely", "render_safely (thread)")
+    wrap(store, "trim_heap", "malloc_trim (thread)")
     wrap(exposition, "render_families")
     wrap(poller, "_build_and_drop", "_build_and_drop (thread)")
     wrap(poller, "meeting_reading", "meeting_reading (small, loop)")
@@ -232,6 +233,32 @@ async def drive(args: argparse.Namespace, mock: bench_scale.MockApi) -> None:
         print(f"peak RSS {bench_scale.peak_rss_mib():.0f} MiB", file=sys.stderr)
 
 
+RSS: list[tuple[float, float]] = []  # (monotonic time, MiB)
+
+
+def sample_rss() -> None:
+    """Every 20 ms, this process's resident memory (a daemon thread; it needs the GIL only to
+    read one small file)."""
+    page = 4096 / 2**20
+    while True:
+        with open("/proc/self/statm") as statm:
+            RSS.append((time.monotonic(), int(statm.read().split()[1]) * page))
+        time.sleep(0.02)
+
+
+def report_rss() -> None:
+    """The top resident-memory moments and what ran then."""
+    if not RSS:
+        return
+    when, peak = max(RSS, key=lambda r: r[1])
+    print(f"\npeak RSS {peak:.0f} MiB, at:")
+    for what, thread, s, e in EVENTS:
+        if s <= when <= e and not what.startswith("loop callback"):
+            print(f"   {what:<55} {thread:<22} {(e - s) * 1000:7.1f} ms")
+    stages = [0.0] + [RSS[i][1] for i in range(0, len(RSS), max(1, len(RSS) // 40))]
+    print("   over time (MiB): " + " ".join(f"{m:.0f}" for m in stages[1:]))
+
+
 def report(gap: float) -> None:
     for stage, start, end in GAPS:
         print(f"\n[{stage}] gap {(end - start) * 1000:.0f} ms")
@@ -265,6 +292,7 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=20.0, help="ms")
     args = parser.parse_args()
     instrument()
+    threading.Thread(target=sample_rss, daemon=True).start()
     from pathlib import Path as _Path
 
     mock = bench_scale.start_mock(args.size, _Path("/tmp"))
@@ -273,6 +301,7 @@ def main() -> None:
     finally:
         mock.stop()
     report(args.gap / 1000)
+    report_rss()
 
 
 if __name__ == "__main__":

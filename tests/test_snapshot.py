@@ -249,3 +249,20 @@ def test_go_float_matches_prometheus_client(number: float) -> None:
     from exporter.metrics.exposition import go_float
 
     assert go_float(number) == floatToGoString(number)
+
+
+def test_release_frees_an_exposition_a_slice_at_a_time() -> None:
+    """The store frees the previous exposition in slices of participants (one deallocation
+    cascade of a large snapshot holds the GIL for tens of ms); readings still held elsewhere,
+    as the poller holds a deferred meeting's, stay intact."""
+    from exporter.metrics.store import FREE_SLICE, release
+
+    snap = snapshot()
+    kept = snap.meetings[0]
+    people = len(kept.participants)
+    held = [Exposition.render(snap)]
+    del snap
+    release(held)
+    assert held == []
+    assert len(kept.participants) == people  # still whole where it is still used
+    assert FREE_SLICE >= 1
