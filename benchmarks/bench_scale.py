@@ -237,6 +237,7 @@ class Ticker:
 
     def __init__(self) -> None:
         self.worst = 0.0
+        self.ticks = 0  # wake-ups so far: a test polls it to know the ticker runs
         self._task: asyncio.Task[None] | None = None
 
     def reset(self) -> None:
@@ -248,6 +249,7 @@ class Ticker:
             before = loop.time()
             await asyncio.sleep(TICK)
             self.worst = max(self.worst, loop.time() - before - TICK)
+            self.ticks += 1
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
