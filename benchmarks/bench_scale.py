@@ -237,7 +237,8 @@ class Ticker:
 
     def __init__(self) -> None:
         self.worst = 0.0
-        self.ticks = 0  # wake-ups so far: a test polls it to know the ticker runs
+        self.ticks = 0  # wake-ups so far
+        self.running = asyncio.Event()  # set at the first wake-up: a test waits for it
         self._task: asyncio.Task[None] | None = None
 
     def reset(self) -> None:
@@ -250,6 +251,7 @@ class Ticker:
             await asyncio.sleep(TICK)
             self.worst = max(self.worst, loop.time() - before - TICK)
             self.ticks += 1
+            self.running.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
