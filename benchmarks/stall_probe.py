@@ -89,7 +89,7 @@ def instrument() -> None:
     wrap(transport, "decode_json", "json decode (loop)")
     wrap(status_page, "render", "status_page.render")
     wrap(selfmetrics.SelfMetrics, "render", "SelfMetrics.render")
-    wrap(exposition.Form, "parts", "Form.parts")
+    wrap(exposition.Form, "stream", "Form.stream")
 
     original_thread = store.in_daemon_thread
 

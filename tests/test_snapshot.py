@@ -138,6 +138,13 @@ def test_openmetrics_rendering_and_gzip() -> None:
         assert gzip.decompress(zipped) == form.plain + tail == form.body(tail, compressed=False)
         # the cached deflate state is copied, never used: every scrape gets the same bytes
         assert form.body(tail, compressed=True) == zipped
+        # written in parts of at most `limit` bytes (the tail apart), the length told first
+        for compressed in (False, True):
+            length, parts = form.stream(tail, compressed=compressed, limit=100)
+            pieces = [bytes(part) for part in parts]
+            assert all(len(piece) <= 100 for piece in pieces[:-1]) and len(pieces) > 3
+            assert len(b"".join(pieces)) == length
+            assert b"".join(pieces) == (zipped if compressed else form.plain + tail)
 
 
 def normalised(text: str) -> str:

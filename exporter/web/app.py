@@ -19,11 +19,6 @@ from exporter.web.webconfig import WebConfig, middlewares
 # Reloads the configuration; returns None, or why it failed.
 Reloader = Callable[[], Awaitable[str | None]]
 
-# Bytes per write of a /metrics body. What the socket does not take at once is copied into the
-# transport's buffer (so 50 scrapes hold at most 50 slices), and every write is a system call
-# that lets the GIL go: taking it back while a cycle renders in a thread costs up to a switch
-# interval, so fewer, larger writes (a 3 MiB gzip body in 12) keep the loop's turns short.
-WRITE_SLICE = 256 * 1024
 STORE = web.AppKey("store", SnapshotStore)
 TELEMETRY_PATH = web.AppKey("telemetry_path", str)
 SELF_METRICS = web.AppKey("self_metrics", SelfMetrics)
@@ -67,21 +62,21 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     if openmetrics and own is None:
         tail = b"# EOF\n"
     form = request.app[STORE].exposition.form(openmetrics=openmetrics)  # bytes only: no snapshot
-    parts = form.parts(tail, compressed=compressed)
+    length, parts = form.stream(tail, compressed=compressed)
     del form
     response = web.StreamResponse(
         headers={"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     )
     if compressed:
         response.headers["Content-Encoding"] = "gzip"
-    response.content_length = sum(map(len, parts))
+    response.content_length = length
     await response.prepare(request)
+    # In parts of WRITE_SLICE (256 KiB): what the socket does not take at once is copied into
+    # the transport's buffer, so 50 scrapes hold at most 50 parts; and every write is a system
+    # call that lets the GIL go, whose taking back costs up to a switch interval while a cycle
+    # renders in a thread, so a 3 MiB gzip body goes in 12 writes, not 60.
     for part in parts:
-        # In slices (WRITE_SLICE): 50 scrapes at a time would otherwise each hold a copy of
-        # what the socket did not take of their largest part.
-        view = memoryview(part)
-        for start in range(0, len(view), WRITE_SLICE):
-            await response.write(view[start : start + WRITE_SLICE])
+        await response.write(part)
     await response.write_eof()
     return response
 
