@@ -37,7 +37,8 @@ def main() -> None:
         lambda: Exposition.render(replace(everything, account="all")),
     )
     size = composed.text.size
-    print(f"composed body {size / 2**20:.1f} MiB in {len(composed.text.chunks)} chunks")
+    deflated = len(composed.text.deflated[0])
+    print(f"composed body {size / 2**20:.1f} MiB ({deflated / 2**20:.1f} MiB deflated)")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,8 @@ class Ticker:
 
     def __init__(self) -> None:
         self.worst = 0.0
+        self.ticks = 0  # wake-ups so far
+        self.running = asyncio.Event()  # set at the first wake-up: a test waits for it
         self._task: asyncio.Task[None] | None = None
 
     def reset(self) -> None:
@@ -248,6 +251,8 @@ class Ticker:
             before = loop.time()
             await asyncio.sleep(TICK)
             self.worst = max(self.worst, loop.time() - before - TICK)
+            self.ticks += 1
+            self.running.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -261,11 +266,16 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def series_in(chunks: tuple[bytes, ...]) -> int:
-    """Sample lines in a form's chunks (each chunk ends with a newline; no copy of the body)."""
-    return sum(
-        chunk.count(b"\n") - chunk.count(b"\n#") - chunk.startswith(b"#") for chunk in chunks
-    )
+def series_in(chunks: Iterable[bytes]) -> int:
+    """Sample lines in a body given in pieces cut anywhere (Form.inflated: no copy of the
+    whole body): every line, less those that start with #."""
+    lines = comments = 0
+    previous = b"\n"
+    for chunk in chunks:
+        lines += chunk.count(b"\n")
+        comments += chunk.count(b"\n#") + (previous == b"\n" and chunk.startswith(b"#"))
+        previous = chunk[-1:]
+    return lines - comments
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -329,9 +339,8 @@ async def measure(args: argparse.Namespace, mock: MockApi) -> dict[str, Any]:
             result["cycle_cpu_seconds"] = cpu
             result["stall_idle_seconds"] = max(stalls)
             result["peak_rss_cycles_mib"] = peak_rss_mib()
-            text = store.exposition.text.chunks
             result["participants"] = sum(len(m.participants) for m in store.snapshot.meetings)
-            result["series"] = series_in(text)
+            result["series"] = series_in(store.exposition.text.inflated())
             result["body_mib"] = store.exposition.text.size / 2**20
             result["gzip_mib"] = sum(map(len, store.exposition.openmetrics.deflated)) / 2**20
             # Under load: scrapers in another process while cycles run back to back.
@@ -385,7 +394,7 @@ async def measure(args: argparse.Namespace, mock: MockApi) -> dict[str, Any]:
                     series = SeriesOptions(m, n, streams)
                     fresh = Poller(client, store, PollSettings(interval=1.0, series=series))
                     await fresh.run_cycle()
-                    result[f"series_{other}"] = series_in(store.exposition.text.chunks)
+                    result[f"series_{other}"] = series_in(store.exposition.text.inflated())
         finally:
             ticker.stop()
             await runner.cleanup()

@@ -271,11 +271,25 @@ async def test_the_composed_exposition_is_what_prometheus_client_writes() -> Non
     assert gzip.decompress(text.body(b"", compressed=True)) == text.plain
     om = composed.form(openmetrics=True)
     assert gzip.decompress(om.body(b"# EOF\n", compressed=True)) == om.plain + b"# EOF\n"
-    # Each account's rendered lines are laid in as they are: never rendered nor copied again.
-    ids = {id(chunk) for chunk in text.chunks}
+    # Each account's deflated lines are laid in as they are: never rendered nor deflated again.
+    body = text.deflated[0]
     for exposition in rendered:
-        lines = [c for c in exposition.text.chunks if not c.startswith(b"# HELP ")]
-        assert lines and all(id(chunk) in ids for chunk in lines)
+        pieces = [p.deflated for _name, p in exposition.families if p.size]
+        assert pieces and all(piece in body for piece in pieces)
+
+
+def test_crc32_combine_is_zlibs() -> None:
+    """The composed body's gzip trailer needs the CRC of pieces laid one after another."""
+    import random
+    import zlib
+
+    from exporter.metrics.exposition import crc32_combine
+
+    rng = random.Random(1952)  # RFC 1952, gzip
+    for length in (0, 1, 2, 3, 255, 4096, 65_537, 1 << 20):
+        a = rng.randbytes(rng.randrange(0, 3000))
+        b = rng.randbytes(length)
+        assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
 
 
 # -- the daemon against several simulated accounts ------------------------------------------
@@ -823,3 +837,29 @@ async def test_an_account_tasks_log_lines_name_the_account() -> None:
     line = await asyncio.create_task(in_task())
     assert line.endswith('msg="cycle done" account=emea state=ok')
     assert "account=" not in logfmt.LogfmtFormatter().format(record)  # not outside the task
+
+
+def test_overlapping_cycles_share_the_collector() -> None:
+    """Accounts' cycles overlap: the collector stays off until the last one ends, and comes
+    back on then (the first to end used to turn it on under the other)."""
+    import gc
+
+    from exporter.polling.poller import Collector
+
+    assert gc.isenabled()
+    collector = Collector()
+    collector.acquire()  # account A's cycle
+    collector.acquire()  # account B's, while A's runs
+    assert not gc.isenabled() and collector.sweeping
+    collector.release()  # A ends first
+    assert not gc.isenabled() and collector.sweeping
+    collector.release()  # B ends
+    assert gc.isenabled() and not collector.sweeping
+    gc.disable()  # a test that turned the collector off keeps it off
+    try:
+        collector.acquire()
+        assert not collector.sweeping
+        collector.release()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

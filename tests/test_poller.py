@@ -199,3 +199,53 @@ async def test_unexpected_failure_of_one_meeting_spares_the_others(
     assert second.health.errors == (
         f"{victim.kind} {victim.meeting_id}: unexpected RuntimeError('a bug in parsing')",
     )
+
+
+class _Node:
+    """An object that can be part of a reference cycle and be watched with a weak reference."""
+
+    other: _Node | None = None
+
+
+async def test_a_cycle_frees_its_cyclic_garbage_in_bounded_passes(
+    sim: Simulator, client: ZoomClient, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the collector off during a cycle, young passes still run once YOUNG_LIMIT objects
+    wait, each freeing the cyclic garbage made so far and freezing only what it found alive;
+    the collector is on again afterwards."""
+    import gc
+    import weakref
+
+    from exporter.polling import poller as module
+
+    monkeypatch.setattr(module, "YOUNG_LIMIT", 50)  # the simulator's few meetings pass it
+    poller, store = make_poller(client, clock)
+    await poller.run_cycle()
+    passes: list[int] = []
+    watched: list[weakref.ref[_Node]] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            passes.append(info["generation"])
+
+    publish = store.publish
+
+    async def publish_with_garbage(snapshot: Snapshot, health: Any) -> None:
+        first, second = _Node(), _Node()
+        first.other, second.other = second, first  # garbage only a cyclic pass frees
+        watched.append(weakref.ref(first))
+        del first, second
+        await publish(snapshot, health)
+
+    monkeypatch.setattr(store, "publish", publish_with_garbage)
+    gc.callbacks.append(on_gc)
+    frozen = gc.get_freeze_count()
+    try:
+        assert gc.isenabled()
+        await poller.run_cycle()
+    finally:
+        gc.callbacks.remove(on_gc)
+    assert gc.isenabled()
+    assert len(passes) > 1 and set(passes) == {0}  # bounded young passes, never a full one
+    assert watched and watched[0]() is None  # the cycle's cyclic garbage was not frozen
+    assert gc.get_freeze_count() > frozen  # what the cycle keeps is out of later passes

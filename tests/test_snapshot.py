@@ -138,6 +138,13 @@ def test_openmetrics_rendering_and_gzip() -> None:
         assert gzip.decompress(zipped) == form.plain + tail == form.body(tail, compressed=False)
         # the cached deflate state is copied, never used: every scrape gets the same bytes
         assert form.body(tail, compressed=True) == zipped
+        # written in parts of at most `limit` bytes (the tail apart), the length told first
+        for compressed in (False, True):
+            length, parts = form.stream(tail, compressed=compressed, limit=100)
+            pieces = [bytes(part) for part in parts]
+            assert all(len(piece) <= 100 for piece in pieces[:-1]) and len(pieces) > 3
+            assert len(b"".join(pieces)) == length
+            assert b"".join(pieces) == (zipped if compressed else form.plain + tail)
 
 
 def normalised(text: str) -> str:
@@ -249,3 +256,20 @@ def test_go_float_matches_prometheus_client(number: float) -> None:
     from exporter.metrics.exposition import go_float
 
     assert go_float(number) == floatToGoString(number)
+
+
+def test_release_frees_an_exposition_a_slice_at_a_time() -> None:
+    """The store frees the previous exposition in slices of participants (one deallocation
+    cascade of a large snapshot holds the GIL for tens of ms); readings still held elsewhere,
+    as the poller holds a deferred meeting's, stay intact."""
+    from exporter.metrics.store import FREE_SLICE, release
+
+    snap = snapshot()
+    kept = snap.meetings[0]
+    people = len(kept.participants)
+    held = [Exposition.render(snap)]
+    del snap
+    release(held)
+    assert held == []
+    assert len(kept.participants) == people  # still whole where it is still used
+    assert FREE_SLICE >= 1

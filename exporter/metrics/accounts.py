@@ -14,13 +14,10 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from exporter.metrics.exposition import Exposition, Form
+from exporter.metrics.exposition import Exposition, Form, forms
 from exporter.metrics.snapshot import Snapshot
 from exporter.metrics.store import SnapshotStore, in_daemon_thread
 from exporter.polling.health import Health
-
-_HELP = b"# HELP "
-Family = tuple[tuple[bytes, bytes], list[tuple[bytes, bytes]]]  # (header, piece), [(lines, piece)]
 
 
 @dataclass(frozen=True)
@@ -34,52 +31,14 @@ class Composed:
         return self.openmetrics if openmetrics else self.text
 
 
-def _families(form: Form) -> list[Family]:
-    """A form's chunks (and their deflated pieces) by family: a header chunk opens one."""
-    out: list[Family] = []
-    for chunk, piece in zip(form.chunks, form.deflated[1:], strict=True):
-        if chunk.startswith(_HELP):
-            out.append(((chunk, piece), []))
-        else:
-            out[-1][1].append((chunk, piece))
-    return out
-
-
-def _compose(forms: Sequence[Form]) -> Form:
-    per_account = [_families(form) for form in forms]
-    chunks: list[bytes] = []
-    pieces: list[bytes] = []
-    for index, ((header, header_piece), _lines) in enumerate(per_account[0]):
-        chunks.append(header)
-        pieces.append(header_piece)
-        for families in per_account:
-            assert families[index][0][0] == header, "every account renders the same families"
-            for chunk, piece in families[index][1]:
-                chunks.append(chunk)
-                pieces.append(piece)
-    return Form.of(chunks, pieces)
-
-
 def compose(expositions: Sequence[Exposition]) -> Composed:
-    """One exposition of several accounts' (the pieces are shared, not copied)."""
+    """One exposition of several accounts' renders: each family's header once, then every
+    account's lines, still deflated; the CRC is combined, not recomputed. Without any account,
+    every family's header and no sample."""
     if len(expositions) == 1:
         only = expositions[0]
         return Composed(only.text, only.openmetrics)
-    if not expositions:
-        return _bare(Exposition.render(Snapshot()))
-    return Composed(
-        _compose([e.text for e in expositions]), _compose([e.openmetrics for e in expositions])
-    )
-
-
-def _bare(exposition: Exposition) -> Composed:
-    """The headers of every family without a sample: what no account at all serves."""
-    return Composed(*(_headers_only(f) for f in (exposition.text, exposition.openmetrics)))
-
-
-def _headers_only(form: Form) -> Form:
-    families = _families(form)
-    return Form.of([h for (h, _p), _l in families], [p for (_h, p), _l in families])
+    return Composed(*forms([e.families for e in expositions]))
 
 
 class AccountsStore:

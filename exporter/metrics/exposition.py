@@ -11,10 +11,11 @@ byte-identical to prometheus_client's `generate_latest` over `collectors.registr
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -179,46 +180,142 @@ def _deflated(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
+WRITE_SLICE: Final = 256 * 1024  # bytes a scrape writes at a time (see Form.stream)
+
+# CRC-32 of two pieces laid one after the other, from each one's CRC and the second's length:
+# zlib's crc32_combine (1.2.12 and later), which Python does not expose. The CRC is a
+# polynomial over GF(2); appending n bytes multiplies the first CRC by x^(8n) modulo the
+# CRC's polynomial. A few hundred microseconds each, whatever the lengths: no pass over data.
+_CRC_POLY: Final = 0xEDB88320  # reflected, as zlib's
+
+
+def _mult_mod_p(a: int, b: int) -> int:
+    """a times b modulo the CRC polynomial (both reflected)."""
+    m = 1 << 31
+    p = 0
+    while a:
+        if a & m:
+            p ^= b
+            a ^= m
+        m >>= 1
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+    return p
+
+
+def _x2n_table() -> tuple[int, ...]:
+    table = [1 << 30]  # x^1
+    for _ in range(31):
+        table.append(_mult_mod_p(table[-1], table[-1]))  # x^(2^n)
+    return tuple(table)
+
+
+_X2N: Final = _x2n_table()
+
+
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """The CRC-32 of A followed by B, from crc32(A), crc32(B) and len(B)."""
+    factor, k = 1 << 31, 3  # x^0; x^(8 n) = product of x^(2^(k)) over n's set bits, k from 3
+    while length2:
+        if length2 & 1:
+            factor = _mult_mod_p(_X2N[k & 31], factor)
+        length2 >>= 1
+        k += 1
+    return _mult_mod_p(factor, crc1) ^ crc2
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Bytes kept deflated only: a raw deflate run (byte-aligned, not final, referring to its
+    own bytes only, so that runs can be laid one after another), and the CRC-32 and length of
+    the plain bytes, for the gzip trailer of whatever body it ends up in."""
+
+    deflated: bytes
+    crc: int
+    size: int
+
+    @staticmethod
+    def of(plain: Sequence[bytes]) -> Piece:
+        crc = 0
+        for chunk in plain:
+            crc = zlib.crc32(chunk, crc)
+        return Piece(b"".join(map(_deflated, plain)), crc, sum(map(len, plain)))
+
+
 @dataclass(frozen=True)
 class Form:
-    """One format of a snapshot: its bytes as chunks written one after the other, and the
-    same chunks deflated (a gzip member without its last block and trailer)."""
+    """One format of a snapshot, kept deflated only: a gzip member without its last block and
+    trailer. Prometheus always asks for gzip; the plain bytes (72 MB at 15,000 participants,
+    against 3 MB deflated) would only double the memory, twice while a cycle renders the next
+    one beside them. A scrape without gzip inflates them as it writes (zlib lets the GIL go)."""
 
-    chunks: tuple[bytes, ...]
-    deflated: tuple[bytes, ...]  # the gzip header, then one deflated piece per chunk
+    # The gzip header and every chunk's deflated piece, joined in one bytes (a 1-tuple): a
+    # scrape writes it in a few large slices, not one small write per family. Each write is
+    # a system call that lets the GIL go, and taking it back from a rendering thread costs up
+    # to a switch interval: 60 small writes held the loop for 50-100 ms per scrape.
+    deflated: tuple[bytes, ...]
     crc: int  # CRC-32 of every chunk
     size: int  # bytes in every chunk
 
     @staticmethod
     def of(chunks: Iterable[bytes], deflated: Iterable[bytes] | None = None) -> Form:
         """The form of these chunks; `deflated` holds each chunk's `_deflated` piece, when
-        they are already made (shared between forms)."""
+        they are already made (shared between forms). The chunks are not kept."""
         chunks = tuple(chunks)
         pieces = tuple(deflated) if deflated is not None else tuple(map(_deflated, chunks))
         crc = 0
         for chunk in chunks:
             crc = zlib.crc32(chunk, crc)
-        return Form(chunks, (_GZIP_HEADER, *pieces), crc, sum(map(len, chunks)))
+        return Form((b"".join((_GZIP_HEADER, *pieces)),), crc, sum(map(len, chunks)))
+
+    @staticmethod
+    def assemble(pieces: Iterable[Piece]) -> Form:
+        """The form of these pieces laid one after another: no pass over any data, so that
+        several accounts' renders compose cheaply."""
+        deflated: list[bytes] = [_GZIP_HEADER]
+        crc = size = 0
+        for piece in pieces:
+            if piece.size:
+                deflated.append(piece.deflated)
+                crc = crc32_combine(crc, piece.crc, piece.size)
+                size += piece.size
+        return Form((b"".join(deflated),), crc, size)
+
+    def inflated(self, limit: int = WRITE_SLICE) -> Iterator[bytes]:
+        """The plain bytes, `limit` at a time."""
+        inflater = zlib.decompressobj(-15)
+        data = memoryview(self.deflated[0])[len(_GZIP_HEADER) :]
+        while True:
+            out = inflater.decompress(data, limit)
+            data = memoryview(inflater.unconsumed_tail)
+            if out:
+                yield out
+            elif not data:
+                return
 
     @property
     def plain(self) -> bytes:
-        """Every chunk joined (a copy: for tests and tools, not for scrapes)."""
-        return b"".join(self.chunks)
+        """Every chunk, inflated and joined (for tests and tools, not for scrapes)."""
+        return b"".join(self.inflated())
 
-    def parts(self, tail: bytes, *, compressed: bool) -> tuple[bytes, ...]:
-        """This form followed by `tail` (the live self-metrics), gzipped when asked, as parts
-        to write one after the other: the cached chunks are never copied."""
+    def stream(
+        self, tail: bytes, *, compressed: bool, limit: int = WRITE_SLICE
+    ) -> tuple[int, Iterator[bytes | memoryview]]:
+        """This form followed by `tail` (the live self-metrics), gzipped when asked: the
+        Content-Length, and the body in parts of at most `limit` bytes to write one after the
+        other. The cached bytes are never copied; unzipped, they are inflated as written."""
         if not compressed:
-            return (*self.chunks, tail)
+            return self.size + len(tail), itertools.chain(self.inflated(limit), (tail,))
         compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, -15)
         last = compressor.compress(tail) + compressor.flush()
         crc = zlib.crc32(tail, self.crc)
-        trailer = struct.pack("<II", crc, (self.size + len(tail)) & 0xFFFFFFFF)
-        return (*self.deflated, last + trailer)
+        end = last + struct.pack("<II", crc, (self.size + len(tail)) & 0xFFFFFFFF)
+        body = memoryview(self.deflated[0])
+        parts = (body[start : start + limit] for start in range(0, len(body), limit))
+        return len(body) + len(end), itertools.chain(parts, (end,))
 
     def body(self, tail: bytes, *, compressed: bool) -> bytes:
         """The same, joined (a copy: for tests and tools, not for scrapes)."""
-        return b"".join(self.parts(tail, compressed=compressed))
+        return b"".join(self.stream(tail, compressed=compressed)[1])
 
 
 def _headers() -> dict[str, tuple[bytes, bytes]]:
@@ -231,21 +328,22 @@ def _headers() -> dict[str, tuple[bytes, bytes]]:
 
 
 HEADERS: Final = _headers()
+# The same headers, deflated: (text, OpenMetrics) by family.
+HEADER_PIECES: Final = {
+    name: (Piece.of([text]), Piece.of([openmetrics]))
+    for name, (text, openmetrics) in HEADERS.items()
+}
 
 
-class _Values:
-    """Go-style value strings, cached by value. Zeros are never cached: 0.0 == -0.0, and the
-    two are written differently."""
+class _Values(dict[float, str]):
+    """Go-style value strings, cached by value: `_Values().__getitem__` formats a value with
+    no Python call when it is cached (half a million calls at L). Zeros are never cached:
+    0.0 == -0.0, and the two are written differently."""
 
-    def __init__(self) -> None:
-        self._cache: dict[float, str] = {}
-
-    def __call__(self, value: float) -> str:
-        text = self._cache.get(value)
-        if text is None:
-            text = go_float(value)
-            if value and len(self._cache) < 1_000_000:
-                self._cache[value] = text
+    def __missing__(self, value: float) -> str:
+        text = go_float(value)
+        if value and len(self) < 1_000_000:
+            self[value] = text
         return text
 
 
@@ -253,10 +351,22 @@ def _q(value: str) -> str:
     return _escape_label_value(value)
 
 
-def render_families(snapshot: Snapshot) -> Iterator[tuple[str, str]]:
+Pieces = list[bytes]  # a family's sample lines, encoded, in pieces that each end a line
+PIECE_PARTICIPANTS: Final = 1_000  # participants' lines per piece: at most about 1.5 MB
+
+
+def _piece(lines: list[str]) -> Pieces:
+    return [("".join(lines)).encode()] if lines else []
+
+
+def render_families(snapshot: Snapshot) -> Iterator[tuple[str, Pieces]]:
     """(family name, its sample lines) for every QoS family, in the order of HEADERS; the same
-    lines as prometheus_client writes for `registry_for(snapshot)`."""
-    v = _Values()
+    lines as prometheus_client writes for `registry_for(snapshot)`.
+
+    The participant families come in pieces of PIECE_PARTICIPANTS participants: the lines of a
+    whole large snapshot, held as strings until joined, were 95 MB more at the peak, and
+    joining or encoding 15 MB is one C call that holds the GIL for 10 ms."""
+    v = _Values().__getitem__
     meetings = snapshot.meetings
     counts = dict.fromkeys(KINDS, 0)
     participants: list[str] = []
@@ -297,25 +407,31 @@ def render_families(snapshot: Snapshot) -> Iterator[tuple[str, str]]:
                 head = f'zoom_meeting_audio_mos_estimate{{{km},stat="'
                 meeting_mos.append(f'{head}p5",stream="{a.stream}"}} {v(a.mos[0])}\n')
                 meeting_mos.append(f'{head}min",stream="{a.stream}"}} {v(a.mos[1])}\n')
-    kinds = "".join(f'zoom_meetings{{{acc}kind="{k}"}} {v(n)}\n' for k, n in counts.items())
-    yield "zoom_meetings", kinds
-    yield "zoom_meeting_participants", "".join(participants)
-    yield "zoom_meeting", "".join(infos)
-    yield "zoom_meeting_last_poll_timestamp_seconds", "".join(polls)
-    yield "zoom_meeting_participants_by_quality", "".join(by_quality)
+    kinds = [f'zoom_meetings{{{acc}kind="{k}"}} {v(n)}\n' for k, n in counts.items()]
+    yield "zoom_meetings", _piece(kinds)
+    yield "zoom_meeting_participants", _piece(participants)
+    yield "zoom_meeting", _piece(infos)
+    yield "zoom_meeting_last_poll_timestamp_seconds", _piece(polls)
+    yield "zoom_meeting_participants_by_quality", _piece(by_quality)
     for (name, _help, _attr), lines in zip(MEETING_STATS, stats, strict=True):
-        yield name, "".join(lines)
-    yield "zoom_meeting_audio_mos_estimate", "".join(meeting_mos)
+        yield name, _piece(lines)
+    yield "zoom_meeting_audio_mos_estimate", _piece(meeting_mos)
     people, streams = snapshot.dropped()
     yield (
         "zoom_exporter_series_dropped",
-        f'zoom_exporter_series_dropped{{{acc}reason="participants"}} {v(people)}\n'
-        f'zoom_exporter_series_dropped{{{acc}reason="streams"}} {v(streams)}\n',
+        _piece(
+            [
+                f'zoom_exporter_series_dropped{{{acc}reason="participants"}} {v(people)}\n',
+                f'zoom_exporter_series_dropped{{{acc}reason="streams"}} {v(streams)}\n',
+            ]
+        ),
     )
     yield from _participant_families(snapshot, v)
 
 
-def _participant_families(snapshot: Snapshot, v: _Values) -> Iterator[tuple[str, str]]:
+def _participant_families(
+    snapshot: Snapshot, v: Callable[[float], str]
+) -> Iterator[tuple[str, Pieces]]:
     bitrate: list[str] = []
     latency: list[str] = []
     jitter: list[str] = []
@@ -329,6 +445,28 @@ def _participant_families(snapshot: Snapshot, v: _Values) -> Iterator[tuple[str,
     sample_ts: list[str] = []
     join_ts: list[str] = []
     info: list[str] = []
+    families = (
+        ("zoom_participant_bitrate_bytes_per_second", bitrate),
+        ("zoom_participant_latency_seconds", latency),
+        ("zoom_participant_jitter_seconds", jitter),
+        ("zoom_participant_resolution_width_pixels", width),
+        ("zoom_participant_resolution_height_pixels", height),
+        ("zoom_participant_frame_rate_frames_per_second", frame_rate),
+        ("zoom_participant_packet_loss_ratio", loss),
+        ("zoom_participant_audio_mos_estimate", mos),
+        ("zoom_participant_cpu_usage_ratio", cpu),
+        ("zoom_participant_wifi_rssi_dbm", rssi),
+        ("zoom_participant_qos_sample_timestamp_seconds", sample_ts),
+        ("zoom_participant_join_timestamp_seconds", join_ts),
+        ("zoom_participant", info),
+    )
+    pieces: list[Pieces] = [[] for _ in families]
+
+    def flush() -> None:
+        for (_name, lines), done in zip(families, pieces, strict=True):
+            done.extend(_piece(lines))
+            lines.clear()
+
     account = _q(snapshot.account)
     for meeting in snapshot.meetings:
         t = meeting.target
@@ -396,24 +534,11 @@ def _participant_families(snapshot: Snapshot, v: _Values) -> Iterator[tuple[str,
                 )
             for stat, value in p.wifi_rssi:
                 rssi.append(f'zoom_participant_wifi_rssi_dbm{base},stat="{stat}"}} {v(value)}\n')
-    for name, lines in (
-        ("zoom_participant_bitrate_bytes_per_second", bitrate),
-        ("zoom_participant_latency_seconds", latency),
-        ("zoom_participant_jitter_seconds", jitter),
-        ("zoom_participant_resolution_width_pixels", width),
-        ("zoom_participant_resolution_height_pixels", height),
-        ("zoom_participant_frame_rate_frames_per_second", frame_rate),
-        ("zoom_participant_packet_loss_ratio", loss),
-        ("zoom_participant_audio_mos_estimate", mos),
-        ("zoom_participant_cpu_usage_ratio", cpu),
-        ("zoom_participant_wifi_rssi_dbm", rssi),
-        ("zoom_participant_qos_sample_timestamp_seconds", sample_ts),
-        ("zoom_participant_join_timestamp_seconds", join_ts),
-        ("zoom_participant", info),
-    ):
-        text = "".join(lines)
-        lines.clear()  # one family's lines at a time: the peak is the body, not twice it
-        yield name, text
+            if len(info) >= PIECE_PARTICIPANTS:
+                flush()
+    flush()
+    for (name, _lines), done in zip(families, pieces, strict=True):
+        yield name, done
 
 
 def format_snapshot(snapshot: Snapshot, *, openmetrics: bool = False) -> bytes:
@@ -421,14 +546,35 @@ def format_snapshot(snapshot: Snapshot, *, openmetrics: bool = False) -> bytes:
     benchmark; the exporter renders every form at once with Exposition.render)."""
     side = 1 if openmetrics else 0
     return b"".join(
-        HEADERS[name][side] + lines.encode() for name, lines in render_families(snapshot)
+        HEADERS[name][side] + b"".join(pieces) for name, pieces in render_families(snapshot)
     )
+
+
+Family = tuple[str, Piece]  # a family's name, and its sample lines (no header) deflated
+
+
+def forms(families: Sequence[Sequence[Family]]) -> tuple[Form, Form]:
+    """The text and OpenMetrics forms of one or more renders' families (each render has every
+    family, in the order of HEADERS): each family's header once, then each render's lines."""
+    text: list[Piece] = []
+    openmetrics: list[Piece] = []
+    for index, (name, (text_header, om_header)) in enumerate(HEADER_PIECES.items()):
+        text.append(text_header)
+        openmetrics.append(om_header)
+        for render in families:
+            own, lines = render[index]
+            assert own == name, (own, name)
+            text.append(lines)
+            openmetrics.append(lines)
+    return Form.assemble(text), Form.assemble(openmetrics)
 
 
 @dataclass(frozen=True)
 class Exposition:
     """Every form of one snapshot's QoS, rendered once, before it is published: the text
-    format and OpenMetrics, each plain and deflated. No scrape ever renders.
+    format and OpenMetrics, deflated (Form). No scrape ever renders. `families` keeps each
+    family's lines apart (deflated, shared with the forms' bytes only by copy of 3 MB at
+    15,000 participants), for composing several accounts' renders into one page.
 
     The OpenMetrics form has no `# EOF`: the self-metrics that follow it at scrape time end it.
     """
@@ -436,31 +582,19 @@ class Exposition:
     snapshot: Snapshot
     text: Form
     openmetrics: Form
+    families: tuple[Family, ...]
 
     @staticmethod
     def render(snapshot: Snapshot) -> Exposition:
-        """Render every form (CPU-bound: called off the event loop, once per cycle)."""
-        text: list[bytes] = []
-        openmetrics: list[bytes] = []
-        text_pieces: list[bytes] = []
-        om_pieces: list[bytes] = []
-        for (name, lines_text), (expected, (text_header, om_header)) in zip(
-            render_families(snapshot), HEADERS.items(), strict=True
-        ):
+        """Render every form (CPU-bound: called off the event loop, once per cycle). The lines
+        of a family are deflated once, for both forms."""
+        families: list[Family] = []
+        for (name, lines), expected in zip(render_families(snapshot), HEADERS, strict=True):
             assert name == expected, (name, expected)
-            lines = lines_text.encode()
-            del lines_text
-            text.append(text_header)
-            openmetrics.append(om_header)
-            text_pieces.append(_deflated(text_header))
-            om_pieces.append(_deflated(om_header))
-            if lines:
-                piece = _deflated(lines)  # once, for both forms
-                text.append(lines)
-                openmetrics.append(lines)
-                text_pieces.append(piece)
-                om_pieces.append(piece)
-        return Exposition(snapshot, Form.of(text, text_pieces), Form.of(openmetrics, om_pieces))
+            families.append((name, Piece.of(lines)))
+            del lines
+        text, openmetrics = forms([families])
+        return Exposition(snapshot, text, openmetrics, tuple(families))
 
     def form(self, *, openmetrics: bool) -> Form:
         return self.openmetrics if openmetrics else self.text

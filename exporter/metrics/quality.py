@@ -12,7 +12,7 @@ and Zoom's bitrate bands are for video.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -55,31 +55,24 @@ def worst(qualities: Iterable[Quality]) -> Quality:
     return max(qualities, key=RANK.__getitem__, default="unknown")
 
 
-def _max(
-    streams: list[StreamReading], read: Callable[[StreamReading], float | None]
-) -> float | None:
-    values = [v for v in map(read, streams) if v is not None]
-    return max(values) if values else None
-
-
-def _min(
-    streams: list[StreamReading], read: Callable[[StreamReading], float | None]
-) -> float | None:
-    values = [v for v in map(read, streams) if v is not None]
-    return min(values) if values else None
-
-
 def media_quality(streams: Iterable[StreamReading]) -> Quality:
-    """Worst of latency, jitter, average loss and (audio) MOS over the given streams."""
-    streams = list(streams)
-    return worst(
-        (
-            LATENCY.judge(_max(streams, lambda s: s.latency_seconds)),
-            JITTER.judge(_max(streams, lambda s: s.jitter_seconds)),
-            LOSS.judge(_max(streams, lambda s: s.avg_loss_ratio)),
-            MOS.judge(_min(streams, lambda s: s.mos)),
-        )
-    )
+    """Worst of latency, jitter, average loss and (audio) MOS over the given streams (one pass:
+    it runs for every participant of every cycle)."""
+    latency = jitter = loss = mos = None
+    for s in streams:
+        value = s.latency_seconds
+        if value is not None and (latency is None or value > latency):
+            latency = value
+        value = s.jitter_seconds
+        if value is not None and (jitter is None or value > jitter):
+            jitter = value
+        value = s.avg_loss_ratio
+        if value is not None and (loss is None or value > loss):
+            loss = value
+        value = s.mos
+        if value is not None and (mos is None or value < mos):
+            mos = value
+    return worst((LATENCY.judge(latency), JITTER.judge(jitter), LOSS.judge(loss), MOS.judge(mos)))
 
 
 def participant_quality(participant: ParticipantReading) -> Quality:

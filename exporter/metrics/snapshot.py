@@ -157,7 +157,34 @@ _frame_rate = _memo(units.parse_frame_rate)
 _resolution = _memo(units.parse_resolution)
 
 
+_IDLE: dict[tuple[str | None, ...], StreamReading] = {}  # idle streams' readings, shared
+
+
 def stream_reading(media: str, stream: str, qos: StreamQos) -> StreamReading:
+    """The reading of one stream. A stream with no bitrate is idle (a camera off, nothing
+    shared: every value empty, or a "0*0" resolution), the same for thousands of participants:
+    its reading is made once and shared (fewer objects to build and for the GC to walk)."""
+    if qos.bitrate:
+        return _stream_reading(media, stream, qos)
+    key = (
+        media,
+        stream,
+        qos.latency,
+        qos.jitter,
+        qos.avg_loss,
+        qos.max_loss,
+        qos.resolution,
+        qos.frame_rate,
+    )
+    reading = _IDLE.get(key)
+    if reading is None:
+        if len(_IDLE) >= 4_096:
+            _IDLE.clear()
+        reading = _IDLE[key] = _stream_reading(media, stream, qos)
+    return reading
+
+
+def _stream_reading(media: str, stream: str, qos: StreamQos) -> StreamReading:
     resolution = _resolution(qos.resolution)
     latency = _duration(qos.latency)
     jitter = _duration(qos.jitter)
@@ -227,10 +254,27 @@ def _cpu(sample: QosSample) -> tuple[tuple[str, str, float], ...]:
     )
     out = []
     for process, stat, raw in fields:
-        value = units.parse_percent(raw)
+        value = _cpu_value(process, stat, raw)
         if value is not None:
-            out.append((process, stat, value))
+            out.append(value)
     return tuple(out)
+
+
+_CPU: dict[tuple[str, str, str | None], tuple[str, str, float] | None] = {}
+
+
+def _cpu_value(process: str, stat: str, raw: str | None) -> tuple[str, str, float] | None:
+    """(process, stat, ratio) of a CPU reading, shared by every participant with the same one
+    (Zoom's CPU readings are whole percents: a few hundred of them)."""
+    key = (process, stat, raw)
+    try:
+        return _CPU[key]
+    except KeyError:
+        if len(_CPU) >= 4_096:
+            _CPU.clear()
+        value = _percent(raw)
+        found = _CPU[key] = (process, stat, value) if value is not None else None
+        return found
 
 
 def _rssi(sample: QosSample) -> tuple[tuple[str, float], ...]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -58,6 +60,50 @@ async def in_daemon_thread(work: Callable[[], T]) -> T:
 
     threading.Thread(target=run, name="render", daemon=True).start()
     return await done
+
+
+FREE_SLICE = 200  # participants freed by one C call: about 4,000 objects, well under 1 ms
+
+
+def release(held: list[Exposition]) -> None:
+    """Free the exposition in `held` (its only holder) a slice of participants at a time.
+
+    Dropping it whole is one deallocation cascade through every reading, tuple and string of
+    the snapshot: a single C call that never lets the GIL go, which held the event loop for
+    30-50 ms at 15,000 participants. Here every step frees at most FREE_SLICE participants;
+    between steps the interpreter may switch threads.
+    """
+    exposition = held.pop()
+    meetings = list(exposition.snapshot.meetings)
+    del exposition  # its bytes and the snapshot's tuple: the readings are still held here
+    while meetings:
+        meeting = meetings.pop()
+        people = list(meeting.participants)
+        del meeting  # the reading and its tuples: its participants are still held here
+        while people:
+            del people[-FREE_SLICE:]
+    trim_heap()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def trim_heap() -> None:
+    """Give the memory freed inside the C heap back to the system (glibc's malloc_trim; a
+    no-op elsewhere). A cycle frees a whole snapshot and its 70 MB of text in small and large
+    blocks among blocks still in use; without this, the freed holes stay resident and the
+    process grew about 20 MiB a cycle at 15,000 participants. ctypes lets the GIL go for it."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def stale_after(interval: float | None) -> float:
@@ -129,9 +175,10 @@ class SnapshotStore:
         if health.complete_cycles > 0:
             self.ready.set()
         # The previous snapshot is freed in a worker thread, not on the event loop (a scrape
-        # still writing its bytes holds only those). Its readings outlive it in the poller
-        # when they were kept, and are freed with the next one otherwise.
-        await in_daemon_thread(previous.clear)
+        # still writing its bytes holds only those), and a slice at a time. Its readings
+        # outlive it in the poller when they were kept, and are freed with the next one
+        # otherwise.
+        await in_daemon_thread(lambda: release(previous))
 
     def overdue(self) -> float | None:
         """Seconds since the last publish, when that is longer than `stale_after` the interval

@@ -22,7 +22,6 @@ from exporter.web.webconfig import WebConfig, middlewares
 # Reloads the configuration; returns None, or why it failed.
 Reloader = Callable[[], Awaitable[str | None]]
 
-WRITE_SLICE = 64 * 1024  # bytes per write of a /metrics body: aiohttp drains above this
 # One account's store, or every account's (the daemon's): what the handlers read.
 Store = SnapshotStore | AccountsStore
 STORE: web.AppKey[Store] = web.AppKey("store")
@@ -37,23 +36,17 @@ class StatusPages:
     concurrent requests wait for the same render."""
 
     def __init__(self) -> None:
-        self._key: tuple[tuple[Snapshot, Health], ...] | None = None
+        self._generation: object = None  # the generation of the store(s) the page shows
         self._page: asyncio.Future[str] | None = None
 
     async def page(self, store: Store, telemetry_path: str) -> str:
-        groups = _groups(store)
-        key = tuple((snapshot, health) for _name, snapshot, health in groups)
-        if (
-            self._page is None
-            or self._key is None
-            or len(self._key) != len(key)
-            or any(
-                a is not b
-                for old, new in zip(self._key, key, strict=True)
-                for a, b in zip(old, new, strict=True)
-            )
-        ):
-            self._key = key
+        # Keyed by the stores' generations (one more at each publish, a health-only change
+        # included), not by their expositions: holding the last ones here would free them on
+        # the event loop, in one cascade, when the next request replaced them.
+        generation = _generation(store)
+        if self._page is None or self._generation != generation:
+            self._generation = generation
+            groups = _groups(store)
             self._page = asyncio.ensure_future(
                 asyncio.to_thread(status_page.render_accounts, groups, telemetry_path)
             )
@@ -66,8 +59,10 @@ def _groups(store: Store) -> tuple[tuple[str, Snapshot, Health], ...]:
     return ((store.snapshot.account, store.snapshot, store.health),)
 
 
-def _differ(old: object, new: object) -> bool:
-    return old is not new
+def _generation(store: Store) -> object:
+    if isinstance(store, AccountsStore):
+        return tuple((name, s.generation) for name, s in store.stores.items())
+    return store.generation
 
 
 STATUS_PAGES = web.AppKey("status_pages", StatusPages)
@@ -82,21 +77,24 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     if openmetrics and own is None:
         tail = b"# EOF\n"
     form = request.app[STORE].exposition.form(openmetrics=openmetrics)  # bytes only: no snapshot
-    parts = form.parts(tail, compressed=compressed)
+    length, parts = form.stream(tail, compressed=compressed)
     del form
     response = web.StreamResponse(
         headers={"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
     )
     if compressed:
         response.headers["Content-Encoding"] = "gzip"
-    response.content_length = sum(map(len, parts))
+    response.content_length = length
     await response.prepare(request)
+    # In parts of WRITE_SLICE (256 KiB): what the socket does not take at once is copied into
+    # the transport's buffer, so 50 scrapes hold at most 50 parts; and every write is a system
+    # call that lets the GIL go, whose taking back costs up to a switch interval while a cycle
+    # renders in a thread, so a 3 MiB gzip body goes in 12 writes, not 60. Each write has a
+    # turn of the loop of its own: a write the socket takes at once does not yield, and 12 of
+    # them in one turn (each taking the GIL back from a building thread) held the loop 20 ms.
     for part in parts:
-        # In slices: what the socket does not take at once is copied into the transport's
-        # buffer, and 50 scrapes at a time would each hold a copy of their largest part.
-        view = memoryview(part)
-        for start in range(0, len(view), WRITE_SLICE):
-            await response.write(view[start : start + WRITE_SLICE])
+        await response.write(part)
+        await asyncio.sleep(0)
     await response.write_eof()
     return response
 

@@ -15,7 +15,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 
 Kind = Literal["meeting", "webinar"]
 KINDS: Final[tuple[Kind, ...]] = ("meeting", "webinar")
@@ -58,6 +58,8 @@ def _text(value: Any, info: ValidationInfo) -> str | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, str):
+        if len(value) <= MAX_TEXT and value.isascii():  # the usual case: nothing to cut or fix
+            return value
         return _string(value, info)
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -70,6 +72,21 @@ def _text(value: Any, info: ValidationInfo) -> str | None:
 
 
 def _timestamp(value: Any) -> datetime | None:
+    if isinstance(value, str):  # minute-aligned sample times repeat across participants
+        try:
+            return _TIMESTAMPS[value]
+        except KeyError:
+            if len(_TIMESTAMPS) >= 4_096:
+                _TIMESTAMPS.clear()
+            parsed = _TIMESTAMPS[value] = _parse_timestamp(value)
+            return parsed
+    return _parse_timestamp(value)
+
+
+_TIMESTAMPS: dict[str, datetime | None] = {}
+
+
+def _parse_timestamp(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str) and 0 < len(value) <= 64:
@@ -114,23 +131,38 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-def _model_or_none(model: type[_Lenient]) -> Any:
-    def validate(value: Any) -> Any:
-        return value if isinstance(value, dict | model) else None
-
-    return BeforeValidator(validate)
-
-
 class StreamQos(_Lenient):
-    """One media stream's five-second QoS summary."""
+    """One media stream's five-second QoS summary.
 
-    bitrate: Text = None
-    latency: Text = None
-    jitter: Text = None
-    avg_loss: Text = None
-    max_loss: Text = None
-    resolution: Text = None
-    frame_rate: Text = None
+    Its fields are cleaned as `Text` is, by one validator for the whole stream rather than one
+    per field: a sample has up to 18 streams, and each Python validator call counts.
+    """
+
+    bitrate: str | None = None
+    latency: str | None = None
+    jitter: str | None = None
+    avg_loss: str | None = None
+    max_loss: str | None = None
+    resolution: str | None = None
+    frame_rate: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        cleaned = {}
+        for name in _STREAM_VALUES:
+            value = data.get(name)
+            if value is not None and not (
+                value.__class__ is str and len(value) <= MAX_TEXT and value.isascii()
+            ):
+                value = _text(value, info)  # the usual strings need no call
+            cleaned[name] = value
+        return cleaned
+
+
+_STREAM_VALUES: Final = tuple(StreamQos.model_fields)
 
 
 class CpuUsage(_Lenient):
@@ -147,8 +179,6 @@ class WifiRssi(_Lenient):
     rssi_unit: Text = None
 
 
-Stream = Annotated[StreamQos | None, _model_or_none(StreamQos)]
-
 # Zoom's stream field prefixes and suffixes, mapped to the exporter's `media` and `stream` labels.
 MEDIA_PREFIXES: dict[str, str] = {"audio": "audio", "video": "video", "as": "screen_share"}
 STREAM_SUFFIXES: tuple[str, ...] = (
@@ -162,29 +192,44 @@ STREAM_SUFFIXES: tuple[str, ...] = (
 
 
 class QosSample(_Lenient):
-    """One timed entry of a participant's `user_qos` list."""
+    """One timed entry of a participant's `user_qos` list. A stream (or `cpu_usage`,
+    `wifi_rssi`) that is not an object is no value: one validator sees to all of them."""
 
     date_time: Timestamp = None
-    audio_input: Stream = None
-    audio_output: Stream = None
-    audio_device_from_crc: Stream = None
-    audio_device_to_crc: Stream = None
-    audio_device_from_rwg: Stream = None
-    audio_device_to_rwg: Stream = None
-    video_input: Stream = None
-    video_output: Stream = None
-    video_device_from_crc: Stream = None
-    video_device_to_crc: Stream = None
-    video_device_from_rwg: Stream = None
-    video_device_to_rwg: Stream = None
-    as_input: Stream = None
-    as_output: Stream = None
-    as_device_from_crc: Stream = None
-    as_device_to_crc: Stream = None
-    as_device_from_rwg: Stream = None
-    as_device_to_rwg: Stream = None
-    cpu_usage: Annotated[CpuUsage | None, _model_or_none(CpuUsage)] = None
-    wifi_rssi: Annotated[WifiRssi | None, _model_or_none(WifiRssi)] = None
+    audio_input: StreamQos | None = None
+    audio_output: StreamQos | None = None
+    audio_device_from_crc: StreamQos | None = None
+    audio_device_to_crc: StreamQos | None = None
+    audio_device_from_rwg: StreamQos | None = None
+    audio_device_to_rwg: StreamQos | None = None
+    video_input: StreamQos | None = None
+    video_output: StreamQos | None = None
+    video_device_from_crc: StreamQos | None = None
+    video_device_to_crc: StreamQos | None = None
+    video_device_from_rwg: StreamQos | None = None
+    video_device_to_rwg: StreamQos | None = None
+    as_input: StreamQos | None = None
+    as_output: StreamQos | None = None
+    as_device_from_crc: StreamQos | None = None
+    as_device_to_crc: StreamQos | None = None
+    as_device_from_rwg: StreamQos | None = None
+    as_device_to_rwg: StreamQos | None = None
+    cpu_usage: CpuUsage | None = None
+    wifi_rssi: WifiRssi | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objects_only(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        cleaned = data
+        for name, model in _SAMPLE_OBJECTS.items():
+            value = data.get(name)
+            if value is not None and not isinstance(value, dict | model):
+                if cleaned is data:
+                    cleaned = dict(data)  # the caller's answer stays as it was
+                cleaned[name] = None
+        return cleaned
 
     def streams(self) -> list[tuple[str, str, StreamQos]]:
         """The present streams as (media, stream, values) label pairs."""
@@ -195,6 +240,13 @@ class QosSample(_Lenient):
                 if value is not None:
                     found.append((media, suffix, value))
         return found
+
+
+_SAMPLE_OBJECTS: Final[dict[str, type[_Lenient]]] = {
+    name: StreamQos
+    for name in QosSample.model_fields
+    if name not in ("date_time", "cpu_usage", "wifi_rssi")
+} | {"cpu_usage": CpuUsage, "wifi_rssi": WifiRssi}
 
 
 def _samples(value: Any) -> list[Any]:
