@@ -212,15 +212,21 @@ def _x2n_table() -> tuple[int, ...]:
 _X2N: Final = _x2n_table()
 
 
+def crc32_shift(length: int) -> int:
+    """x^(8 length) modulo the CRC polynomial: what appending `length` bytes multiplies the
+    CRC so far by (the product of x^(2^k) over the set bits of 8 length)."""
+    factor, k = 1 << 31, 3  # x^0; bit j of length is bit j + 3 of 8 length
+    while length:
+        if length & 1:
+            factor = _mult_mod_p(_X2N[k & 31], factor)
+        length >>= 1
+        k += 1
+    return factor
+
+
 def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
     """The CRC-32 of A followed by B, from crc32(A), crc32(B) and len(B)."""
-    factor, k = 1 << 31, 3  # x^0; x^(8 n) = product of x^(2^(k)) over n's set bits, k from 3
-    while length2:
-        if length2 & 1:
-            factor = _mult_mod_p(_X2N[k & 31], factor)
-        length2 >>= 1
-        k += 1
-    return _mult_mod_p(factor, crc1) ^ crc2
+    return _mult_mod_p(crc32_shift(length2), crc1) ^ crc2
 
 
 @dataclass(frozen=True)
@@ -232,13 +238,15 @@ class Piece:
     deflated: bytes
     crc: int
     size: int
+    shift: int  # crc32_shift(size), made once: laying the piece in is then one multiplication
 
     @staticmethod
     def of(plain: Sequence[bytes]) -> Piece:
         crc = 0
         for chunk in plain:
             crc = zlib.crc32(chunk, crc)
-        return Piece(b"".join(map(_deflated, plain)), crc, sum(map(len, plain)))
+        size = sum(map(len, plain))
+        return Piece(b"".join(map(_deflated, plain)), crc, size, crc32_shift(size))
 
 
 @dataclass(frozen=True)
@@ -276,7 +284,7 @@ class Form:
         for piece in pieces:
             if piece.size:
                 deflated.append(piece.deflated)
-                crc = crc32_combine(crc, piece.crc, piece.size)
+                crc = _mult_mod_p(piece.shift, crc) ^ piece.crc  # crc32_combine
                 size += piece.size
         return Form((b"".join(deflated),), crc, size)
 
