@@ -33,7 +33,7 @@ from exporter.web.app import create_app
 from exporter.web.connections import KEEPALIVE_TIMEOUT, GuardedSite
 from exporter.web.webconfig import WebConfig, ssl_context
 from exporter.zoom.client import ZoomClient
-from exporter.zoom.limits import DailyBudget, RateLimiter, StateFile
+from exporter.zoom.limits import DailyBudget, RateLimiter, StateFile, utc_day
 
 log = logging.getLogger("exporter")
 
@@ -291,11 +291,19 @@ class Daemon:
         return {DEFAULT_ACCOUNT: state} if "budget" in state else {}
 
     def _state(self) -> dict[str, Any]:
+        """Every account's entry; those of accounts no longer polled too, while they are of
+        today (one added back resumes its spend: Zoom's daily cap never forgot it)."""
         now = time.time()
-        return {
-            "accounts": {name: r.state(now) for name, r in sorted(self.runtimes.items())},
-            "saved_at": now,
+        today = utc_day(now)
+        accounts = {
+            name: entry
+            for name, entry in self._saved.items()
+            if name not in self.runtimes
+            and isinstance(budget := entry.get("budget"), dict)
+            and budget.get("day") == today
         }
+        accounts.update({name: r.state(now) for name, r in self.runtimes.items()})
+        return {"accounts": dict(sorted(accounts.items())), "saved_at": now}
 
     def save_soon(self) -> None:
         """Write the state file on a daemon thread of its own: no cycle ever waits for the disk
@@ -397,7 +405,9 @@ class Daemon:
         wanted = {config.name: config for config in configs}
         for name in [n for n in self.runtimes if n not in wanted]:
             log.info("reload: an account is no longer polled", extra=kv(account=name))
-            await self.runtimes.pop(name).stop()
+            removed = self.runtimes.pop(name)
+            await removed.stop()
+            self._saved[name] = removed.state(time.time())  # if it is added back today
         for name, config in wanted.items():
             runtime = self.runtimes.get(name)
             if runtime is None:
