@@ -766,15 +766,80 @@ def load_settings(
         raise SettingsError("--secrets.dir: a secrets file cannot be read as UTF-8") from None
 
 
+MAX_YAML_BYTES = 4 * 1024 * 1024  # a settings file larger than this is refused unread
+# Nodes a YAML file may hold once its aliases are expanded: every list and mapping is walked
+# (and its items copied) by the settings, so an alias "bomb" of a few lines (a billion laughs)
+# would take minutes and gigabytes, on the event loop when it is a reload.
+MAX_YAML_NODES = 1_000_000
+
+
+class YamlTooLarge(ValueError):
+    """A YAML text beyond what settings are read from; the message says which limit."""
+
+
+def _expanded_nodes(root: Any) -> int:
+    """How many nodes `root` has with every alias expanded, counting each shared node once per
+    reference (by its memoized size, so the count never walks the expansion itself)."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:  # post-order, without recursion (the nesting was checked by compose)
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            sizes[id(node)] = 1
+            continue
+        if children_done:
+            sizes[id(node)] = min(MAX_YAML_NODES + 1, 1 + sum(sizes[id(c)] for c in children))
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def load_yaml(raw: bytes) -> Any:
+    """yaml.safe_load, within bounds: at most MAX_YAML_BYTES, nested no deeper than the parser
+    can go, and at most MAX_YAML_NODES nodes with aliases expanded. Raises YamlTooLarge,
+    yaml.YAMLError or UnicodeDecodeError."""
+    import yaml
+
+    if len(raw) > MAX_YAML_BYTES:
+        raise YamlTooLarge(f"larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB")
+    text = raw.decode("utf-8")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is None:
+            return None
+        if _expanded_nodes(root) > MAX_YAML_NODES:
+            raise YamlTooLarge(f"more than {MAX_YAML_NODES:,} values once its aliases are expanded")
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise YamlTooLarge("nested too deeply") from None
+
+
+def read_yaml_file(path: Path) -> Any:
+    """A YAML file by load_yaml, reading no more than the limit."""
+    with path.open("rb") as source:
+        return load_yaml(source.read(MAX_YAML_BYTES + 1))
+
+
 def _check_yaml(path: Path) -> None:
     import yaml
 
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = read_yaml_file(path)
     except OSError as error:
         raise SettingsError(f"--config.file: {path}: cannot read ({error.strerror})") from None
     except UnicodeDecodeError:
         raise SettingsError(f"--config.file: {path}: is not UTF-8 text") from None
+    except YamlTooLarge as error:
+        raise SettingsError(f"--config.file: {path}: {error}") from None
     except yaml.YAMLError as error:
         # The parser's message quotes the offending line, which may hold a secret: give the line.
         mark = getattr(error, "problem_mark", None)

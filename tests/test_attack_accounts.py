@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from test_accounts import clean_env, settings_for, zoo_of  # noqa: F401 (fixtures)
 
 from conftest import FakeClock
 from exporter.daemon import Daemon
-from exporter.settings import Settings
+from exporter.settings import Settings, SettingsError, load_settings
 
 
 def with_accounts(settings: Settings, entries: list[dict[str, Any]]) -> Settings:
@@ -70,3 +71,49 @@ async def test_an_account_removed_keeps_its_spend_in_the_state_file_for_the_day(
         again = with_accounts(current["settings"], entries)
         restarted = Daemon(lambda: again, again, session)
         assert restarted.account("acct-1").budget.used(time.time()) == spent
+
+
+def alias_bomb(levels: int) -> str:
+    """meeting_ids whose aliases expand to 9**levels ids: a few hundred bytes."""
+    lines = ["meeting_ids:", '  - &a0 ["1", "2", "3", "4", "5", "6", "7", "8", "9"]']
+    for level in range(1, levels):
+        lines.append(f"  - &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_without_expanding_it(tmp_path: Path) -> None:
+    """A billion laughs in the settings file: refused at once (expanded, 9**9 ids took a
+    minute and 2 GiB; on a SIGHUP reload, on the event loop: polling stopped meanwhile)."""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(alias_bomb(7))  # 4.8 million ids
+    with pytest.raises(SettingsError, match="aliases are expanded"):
+        load_settings(config_file=bomb, require_credentials=False)
+    fine = tmp_path / "fine.yaml"
+    fine.write_text(alias_bomb(3))  # aliases as such are fine
+    assert len(load_settings(config_file=fine, require_credentials=False).meeting_ids) == 3
+
+
+@pytest.mark.parametrize(
+    "nesting", ["[" * 50_000 + "]" * 50_000, "{a: " * 5_000 + "1" + "}" * 5_000]
+)
+def test_deeply_nested_yaml_is_a_settings_error_not_a_crash(tmp_path: Path, nesting: str) -> None:
+    """Nesting deeper than the parser's recursion: one clear line, never a traceback (of the
+    settings file, and of the web config file)."""
+    from exporter.web.webconfig import load_web_config
+
+    deep = tmp_path / "deep.yaml"
+    deep.write_text(f"meeting_ids: {nesting}\n")
+    with pytest.raises(SettingsError, match="nested too deeply"):
+        load_settings(config_file=deep, require_credentials=False)
+    deep.write_text(f"http_server_config: {nesting}\n")
+    with pytest.raises(SettingsError, match="nested too deeply"):
+        load_web_config(deep)
+
+
+def test_a_huge_settings_file_is_refused_unread(tmp_path: Path) -> None:
+    from exporter.settings import MAX_YAML_BYTES
+
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# padding\n" * (MAX_YAML_BYTES // 10 + 1) + "poll_interval: 30\n")
+    with pytest.raises(SettingsError, match="larger than"):
+        load_settings(config_file=huge, require_credentials=False)
