@@ -552,6 +552,11 @@ def _credential(
     return text.strip()
 
 
+# Discovery off and no meeting or webinar listed: the account would make no call at all (not
+# even for a token), and say it is up, with credentials that may well be wrong.
+NOTHING_TO_POLL = "discovery is off and no meeting_ids or webinar_ids are listed: nothing to poll"
+
+
 def resolve_accounts(
     settings: Settings,
     *,
@@ -563,6 +568,8 @@ def resolve_accounts(
     """The accounts to poll, credentials read: the `accounts:` list, or the one account of the
     top-level settings under the name "default". Raises SettingsError naming the account."""
     if not settings.accounts:
+        if not settings.discovery and not settings.meeting_ids and not settings.webinar_ids:
+            raise AccountError(("discovery",), NOTHING_TO_POLL)
         return (
             AccountConfig(
                 name=DEFAULT_ACCOUNT,
@@ -597,6 +604,14 @@ def resolve_accounts(
             )
             for name in CREDENTIALS
         }
+        discovery = settings.discovery if entry.discovery is None else entry.discovery
+        if not discovery and not entry.meeting_ids and not entry.webinar_ids:
+            where = (
+                ("accounts", index, "discovery")
+                if entry.discovery is not None
+                else ("accounts", index)
+            )
+            raise AccountError(where, f"account {entry.name!r}: {NOTHING_TO_POLL}")
         plan = entry.plan or settings.plan
         budget = entry.daily_request_budget
         if budget is None and entry.plan is None:
@@ -617,7 +632,7 @@ def resolve_accounts(
                 ),
                 meeting_ids=tuple(entry.meeting_ids),
                 webinar_ids=tuple(entry.webinar_ids),
-                discovery=settings.discovery if entry.discovery is None else entry.discovery,
+                discovery=discovery,
             )
         )
     return tuple(out)

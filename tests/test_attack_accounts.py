@@ -117,3 +117,37 @@ def test_a_huge_settings_file_is_refused_unread(tmp_path: Path) -> None:
     huge.write_text("# padding\n" * (MAX_YAML_BYTES // 10 + 1) + "poll_interval: 30\n")
     with pytest.raises(SettingsError, match="larger than"):
         load_settings(config_file=huge, require_credentials=False)
+
+
+ENTRY = "    account_id: a\n    client_id: b\n    client_secret_env: ACME_SECRET\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("discovery: false\n", "config.yml:1: discovery"),
+        (f"accounts:\n  - name: eu\n{ENTRY}    discovery: false\n", "accounts[0].discovery"),
+        (
+            f"discovery: false\naccounts:\n  - name: eu\n{ENTRY}    meeting_ids: [1]\n"
+            f"  - name: us\n{ENTRY}",
+            "config.yml:8: accounts[1]: account 'us'",
+        ),
+    ],
+)
+def test_an_account_with_nothing_to_poll_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, where: str
+) -> None:
+    """Discovery off and no meeting listed: the account made no call at all, not even for a
+    token, and reported zoom_up 1 and state ok, with credentials Zoom would have refused."""
+    for name, value in {"ACCOUNT_ID": "a", "CLIENT_ID": "b", "CLIENT_SECRET": "c"}.items():
+        monkeypatch.setenv(f"ZOOM_EXPORTER_{name}", value)
+    monkeypatch.setenv("ACME_SECRET", "s")
+    config = tmp_path / "config.yml"
+    config.write_text(text)
+    for require in (True, False):  # the daemon's load, and --config.check
+        with pytest.raises(SettingsError, match="nothing to poll") as error:
+            load_settings(config_file=config, require_credentials=require)
+        assert where in str(error.value)
+    monkeypatch.setenv("ZOOM_EXPORTER_MEETING_IDS", "123")
+    if "accounts" not in text:
+        assert load_settings(config_file=config).zoom_accounts()[0].meeting_ids == ("123",)
