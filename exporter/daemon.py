@@ -416,8 +416,8 @@ class Daemon:
                 if self._running:
                     runtime.start()
             else:
-                runtime.apply(settings, config, self._zoom(settings, config))
-                await runtime.reconfigure()
+                changed = runtime.apply(settings, config, self._zoom(settings, config))
+                await runtime.reconfigure(wake=changed)
         self.settings = settings
         self.store.set_stores({name: r.store for name, r in self.runtimes.items()})
 

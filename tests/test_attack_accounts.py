@@ -151,3 +151,42 @@ def test_an_account_with_nothing_to_poll_is_refused(
     monkeypatch.setenv("ZOOM_EXPORTER_MEETING_IDS", "123")
     if "accounts" not in text:
         assert load_settings(config_file=config).zoom_accounts()[0].meeting_ids == ("123",)
+
+
+async def test_a_reload_wakes_only_the_accounts_it_changes(
+    zoo_of: Callable[..., Any],  # noqa: F811
+) -> None:
+    """Every reload used to wake every account for a cycle at once: a SIGHUP storm (a config
+    tool touching the file each second) or adding one account to fifty made all of them poll
+    again and again, far faster than their interval, against their daily caps."""
+    from test_accounts import until
+
+    async with zoo_of(3) as zoo, aiohttp.ClientSession() as session:
+        entries = zoo.entries()
+        base = settings_for(zoo, poll_interval=600.0)
+        current = {"settings": with_accounts(base, entries[:2])}
+        daemon = Daemon(lambda: current["settings"], current["settings"], session)
+        daemon.start()
+        try:
+            await until(
+                lambda: all(r.health.complete_cycles == 1 for r in daemon.accounts()), "first"
+            )
+            still = daemon.account("acct-0")
+            calls = zoo.account("acct-0").stats["total"]
+            for _ in range(5):  # a storm of reloads that change nothing
+                current["settings"] = with_accounts(base, entries[:2])
+                assert await daemon.reload() is None
+            changed = {**entries[1], "webinar_ids": ["1"]}
+            current["settings"] = with_accounts(base, [entries[0], changed, entries[2]])
+            assert await daemon.reload() is None
+            await until(
+                lambda: (
+                    daemon.account("acct-1").health.complete_cycles == 2
+                    and daemon.account("acct-2").health.complete_cycles == 1
+                ),
+                "the changed account's and the new account's cycles",
+            )
+            assert still.health.complete_cycles == 1
+            assert zoo.account("acct-0").stats["total"] == calls
+        finally:
+            await daemon.stop()
