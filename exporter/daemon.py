@@ -39,6 +39,7 @@ log = logging.getLogger("exporter")
 
 SHUTDOWN_GRACE = 1.0  # seconds open HTTP connections get to finish on SIGTERM
 STATE_WRITE_WAIT = 2.0  # seconds SIGTERM waits for the state file
+STATE_WRITE_STUCK = 10.0  # seconds a state file write may run before it is said to hang
 # How long a worker thread (rendering, building a large reading) may hold the GIL while the
 # event loop waits for it: Python's default is 5 ms, and under load the waits add up to stalls.
 GIL_SWITCH_INTERVAL = 0.001
@@ -208,6 +209,8 @@ class Daemon:
         self._saved = self._load_state()
         self._writing: asyncio.Future[bool] | None = None
         self._write_stuck = False
+        self._write_again = False  # a cycle ended while a write ran: write once more after it
+        self._write_began = 0.0  # monotonic time the write in flight began
         self._running = False
         self.runtimes: dict[str, AccountRuntime] = {}
         for config in self._configs(settings):
@@ -308,19 +311,28 @@ class Daemon:
     def save_soon(self) -> None:
         """Write the state file on a daemon thread of its own: no cycle ever waits for the disk
         (a hung mount stops the writes, never the polling). A write still running is not
-        joined by another; the next cycle writes fresher numbers anyway."""
+        joined by another: one more follows it with the numbers of then (with many accounts,
+        cycles end while a write runs all the time; the last one's spend must reach the disk).
+        Only a write running longer than STATE_WRITE_STUCK is said to hang."""
         if self.state_file is None:
             return
         if self._writing is not None and not self._writing.done():
-            if not self._write_stuck:
+            self._write_again = True
+            if not self._write_stuck and time.monotonic() - self._write_began > STATE_WRITE_STUCK:
                 log.warning(
                     "the state file write has not finished; polling goes on without it",
                     extra=kv(path=str(self.state_file.path)),
                 )
-            self._write_stuck = True
+                self._write_stuck = True
             return
-        self._write_stuck = False
+        self._write_stuck = self._write_again = False
+        self._write_began = time.monotonic()
         self._writing = self._write(self.state_file, self._state())
+        self._writing.add_done_callback(self._written)
+
+    def _written(self, _done: asyncio.Future[bool]) -> None:
+        if self._write_again:
+            self.save_soon()
 
     @staticmethod
     def _write(state_file: StateFile, state: dict[str, Any]) -> asyncio.Future[bool]:

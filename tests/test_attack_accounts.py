@@ -190,3 +190,50 @@ async def test_a_reload_wakes_only_the_accounts_it_changes(
             assert zoo.account("acct-0").stats["total"] == calls
         finally:
             await daemon.stop()
+
+
+async def test_the_last_cycles_spend_reaches_the_state_file_when_writes_overlap(
+    zoo_of: Callable[..., Any],  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With several accounts, a cycle often ends while the previous write still runs: that
+    cycle's numbers were dropped (the file kept older spend until some later cycle, which on
+    a long interval is minutes away: a crash meanwhile forgot it), and each overlap logged
+    that the write "has not finished", as if the disk hung."""
+    import json
+    import logging
+    import threading
+
+    from test_accounts import until
+
+    async with zoo_of(3, FakeClock()) as zoo, aiohttp.ClientSession() as session:
+        settings = settings_for(zoo, storage_path=tmp_path)
+        daemon = Daemon(lambda: settings, settings, session)
+        assert daemon.state_file is not None
+        save = daemon.state_file.save
+        gate = threading.Event()
+
+        def slow_disk(state: dict[str, Any]) -> bool:
+            gate.wait(10)  # each write waits until the test lets it finish
+            return save(state)
+
+        daemon.state_file.save = slow_disk  # type: ignore[method-assign]
+        caplog.set_level(logging.WARNING, logger="exporter")
+        try:
+            for runtime in daemon.accounts():  # three cycles end while the first write runs
+                await runtime.poller.run_cycle()
+        finally:
+            gate.set()
+
+        def saved() -> dict[str, int]:
+            try:
+                accounts = json.loads((tmp_path / "state.json").read_text())["accounts"]
+            except (OSError, ValueError, KeyError):
+                return {}
+            return {name: entry["budget"]["used"] for name, entry in accounts.items()}
+
+        spent = {name: zoo.account(name).quota_used for name in zoo.names}
+        assert all(spent.values())
+        await until(lambda: saved() == spent, "every account's spend in the file")
+        assert "has not finished" not in caplog.text
