@@ -40,7 +40,7 @@ from exporter.privacy import (
     ParticipantPrivacy,
 )
 from exporter.series import DEFAULT_STREAMS, SeriesOptions
-from exporter.sources import Origins, describe, source_error
+from exporter.sources import Origins, describe, looks_like_credential, source_error
 from exporter.zoom.limits import PLANS
 from exporter.zoom.models import STREAM_SUFFIXES
 
@@ -498,6 +498,15 @@ class AccountError(SettingsError):
         self.message = message
 
 
+def _named(reference: str) -> str:
+    """A `*_env` or `*_file` name as written, unless it looks like a credential pasted where
+    its name belongs (Zoom's ids and secrets: long, mixed-case letters and digits): such a
+    value is never shown, in an error or a log line."""
+    if looks_like_credential(reference) or not reference.isprintable():
+        return "the name given (not shown: it looks like a credential, not a name)"
+    return reference
+
+
 def _credential(
     entry: AccountEntry,
     index: int,
@@ -515,7 +524,9 @@ def _credential(
     if env is not None:
         value = environ.get(str(env), "").strip()
         if not value and not missing_ok:
-            raise AccountError(("accounts", index, f"{name}_env"), f"{account}: {env} is not set")
+            raise AccountError(
+                ("accounts", index, f"{name}_env"), f"{account}: {_named(env)} is not set"
+            )
         return value
     file = getattr(entry, f"{name}_file")
     if file is not None:
@@ -530,13 +541,15 @@ def _credential(
         except FileNotFoundError:
             if missing_ok:
                 return ""
-            raise AccountError(loc, f"{account}: {file} is not in --secrets.dir") from None
+            raise AccountError(loc, f"{account}: {_named(file)} is not in --secrets.dir") from None
         except OSError as error:
-            raise AccountError(loc, f"{account}: {file}: cannot read ({error.strerror})") from None
+            raise AccountError(
+                loc, f"{account}: {_named(file)}: cannot read ({error.strerror})"
+            ) from None
         except UnicodeDecodeError:
-            raise AccountError(loc, f"{account}: {file} is not UTF-8 text") from None
+            raise AccountError(loc, f"{account}: {_named(file)} is not UTF-8 text") from None
         if not text and not missing_ok:
-            raise AccountError(loc, f"{account}: {file} is empty")
+            raise AccountError(loc, f"{account}: {_named(file)} is empty")
         return text
     value = getattr(entry, name)
     loc = ("accounts", index, name)

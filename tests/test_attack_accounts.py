@@ -237,3 +237,35 @@ async def test_the_last_cycles_spend_reaches_the_state_file_when_writes_overlap(
         assert all(spent.values())
         await until(lambda: saved() == spent, "every account's spend in the file")
         assert "has not finished" not in caplog.text
+
+
+PASTED = "Zx9SuperSecretValue123"  # what a Zoom client secret looks like
+
+
+@pytest.mark.parametrize(
+    ("entry", "where"),
+    [
+        (f"    client_secret_env: {PASTED}\n", "config.yml:5: accounts[0].client_secret_env"),
+        (f"    client_secret_file: {PASTED}\n", "config.yml:5: accounts[0].client_secret_file"),
+        (f"    client_secret_env: X\n    {PASTED}: 1\n", "config.yml:6: accounts[0].a key"),
+    ],
+)
+def test_a_secret_pasted_where_its_name_belongs_is_never_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], entry: str, where: str
+) -> None:
+    """The secret itself given as client_secret_env (or _file, or as a key): the error quoted
+    it, onto the terminal, into the logs of a crash-looping pod."""
+    from exporter import cli
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    config = tmp_path / "config.yml"
+    config.write_text(f"accounts:\n  - name: eu\n    account_id: a\n    client_id: b\n{entry}")
+    with pytest.raises(SettingsError) as error:
+        load_settings(config_file=config, secrets_dir=secrets)
+    assert where in str(error.value)
+    assert PASTED not in str(error.value)
+    args = ["--config.file", str(config), "--secrets.dir", str(secrets)]
+    assert cli.main(args) != 0  # what a crash-looping pod logs
+    err = capsys.readouterr().err
+    assert where in err and PASTED not in err
