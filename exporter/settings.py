@@ -281,11 +281,14 @@ class Settings(BaseSettings):
     @field_validator("accounts")
     @classmethod
     def _unique(cls, value: list[AccountEntry]) -> list[AccountEntry]:
-        seen: set[str] = set()
+        seen: dict[str, str] = {}
         for entry in value:
-            if entry.name in seen:
+            other = seen.get(entry.name.lower())
+            if other == entry.name:
                 raise ValueError(f"account name {entry.name!r} is used twice")
-            seen.add(entry.name)
+            if other is not None:  # labels that look alike: one account twice, most likely
+                raise ValueError(f"account names {other!r} and {entry.name!r} differ only in case")
+            seen[entry.name.lower()] = entry.name
         return value
 
     @field_validator("participant_series")
@@ -604,6 +607,7 @@ def resolve_accounts(
         except OSError:
             private = False
     out: list[AccountConfig] = []
+    polled: dict[str, AccountConfig] = {}  # by Zoom account id
     for index, entry in enumerate(settings.accounts):
         creds = {
             name: _credential(
@@ -629,6 +633,20 @@ def resolve_accounts(
         budget = entry.daily_request_budget
         if budget is None and entry.plan is None:
             budget = settings.daily_request_budget
+        twin = polled.get(creds["account_id"]) if creds["account_id"] else None
+        if twin is not None and (
+            twin.client_id == creds["client_id"] or (twin.discovery and discovery)
+        ):
+            raise AccountError(
+                ("accounts", index, "name"),
+                f"account {entry.name!r} is the Zoom account of {twin.name!r} again"
+                + (
+                    " (the same app)"
+                    if twin.client_id == creds["client_id"]
+                    else ", both with discovery"
+                )
+                + ": it would be polled twice, each entry spending Zoom's one daily cap",
+            )
         out.append(
             AccountConfig(
                 name=entry.name,
@@ -648,6 +666,7 @@ def resolve_accounts(
                 discovery=discovery,
             )
         )
+        polled.setdefault(creds["account_id"], out[-1])
     return tuple(out)
 
 

@@ -269,3 +269,36 @@ def test_a_secret_pasted_where_its_name_belongs_is_never_shown(
     assert cli.main(args) != 0  # what a crash-looping pod logs
     err = capsys.readouterr().err
     assert where in err and PASTED not in err
+
+
+def account(name: str, account_id: str, client_id: str, more: str = "") -> str:
+    return (
+        f"  - name: {name}\n    account_id: {account_id}\n    client_id: {client_id}\n"
+        f"    client_secret_env: ACME_SECRET\n{more}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (account("eu", "acc1", "app1") + account("EU", "acc2", "app2"), "differ only in case"),
+        (account("eu", "acc1", "app1") + account("eu2", "acc1", "app1"), "the same app"),
+        (account("eu", "acc1", "app1") + account("eu2", "acc1", "app2"), "both with discovery"),
+    ],
+)
+def test_one_zoom_account_listed_twice_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entries: str, message: str
+) -> None:
+    """The same Zoom account under two names (a copy-pasted entry, a name retyped in another
+    case) was polled twice: every meeting exported twice (sums doubled) and each entry with a
+    budget of its own against the account's one daily cap, which the two overran together."""
+    monkeypatch.setenv("ACME_SECRET", "s")
+    config = tmp_path / "config.yml"
+    config.write_text("accounts:\n" + entries)
+    with pytest.raises(SettingsError, match=message) as error:
+        load_settings(config_file=config)
+    assert "config.yml:" in str(error.value)
+    # One account, two apps, each polling meetings of its own: allowed.
+    split = account("eu", "acc1", "app1", "    discovery: false\n    meeting_ids: [1]\n")
+    config.write_text("accounts:\n" + split + account("eu2", "acc1", "app2"))
+    assert len(load_settings(config_file=config).zoom_accounts()) == 2
