@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, Final
 
 import aiohttp
@@ -179,6 +179,15 @@ RESTART_ONLY = (
 )
 
 
+def _used(entry: Mapping[str, Any]) -> int:
+    """The spend of a state-file entry, if of today (-1 otherwise)."""
+    budget = entry.get("budget")
+    if not isinstance(budget, dict) or budget.get("day") != utc_day(time.time()):
+        return -1
+    used = budget.get("used")
+    return used if isinstance(used, int) and not isinstance(used, bool) else -1
+
+
 class Daemon:
     """The running exporter: settings, and one AccountRuntime per account it polls; reloads
     on SIGHUP.
@@ -213,8 +222,9 @@ class Daemon:
         self._write_began = 0.0  # monotonic time the write in flight began
         self._running = False
         self.runtimes: dict[str, AccountRuntime] = {}
-        for config in self._configs(settings):
-            self.runtimes[config.name] = self._runtime(settings, config)
+        configs = self._configs(settings)
+        for config in configs:
+            self.runtimes[config.name] = self._runtime(settings, config, {c.name for c in configs})
         self.store.set_stores({name: r.store for name, r in self.runtimes.items()})
         self.config_reload: tuple[bool, float | None] = (True, time.time())
         self._reload_lock = asyncio.Lock()
@@ -238,16 +248,34 @@ class Daemon:
             return self.demo[config.name]
         return real_account(settings, config)
 
-    def _runtime(self, settings: Settings, config: AccountConfig) -> AccountRuntime:
+    def _runtime(
+        self, settings: Settings, config: AccountConfig, configured: Collection[str]
+    ) -> AccountRuntime:
         return AccountRuntime(
             config,
             settings,
             self._zoom(settings, config),
             self.session,
             published=self._published,
-            saved=self._saved.get(config.name),
+            saved=self._saved_entry(config, configured),
             clock=self.clock,
         )
+
+    def _saved_entry(
+        self, config: AccountConfig, configured: Collection[str]
+    ) -> dict[str, Any] | None:
+        """The account's state-file entry: by its name, else (renamed) the entry of a name no
+        longer configured that was the same Zoom account: Zoom's daily cap is the account's,
+        whatever the exporter calls it."""
+        entry = self._saved.get(config.name)
+        if entry is not None or not config.account_id:
+            return entry
+        renamed = [
+            other
+            for name, other in self._saved.items()
+            if name not in configured and other.get("account_id") == config.account_id
+        ]
+        return max(renamed, key=_used, default=None)  # renamed twice today: the latest spend
 
     def accounts(self) -> Sequence[AccountRuntime]:
         """The accounts polled, in name order (the self-metrics' DaemonView)."""
@@ -424,7 +452,7 @@ class Daemon:
             runtime = self.runtimes.get(name)
             if runtime is None:
                 log.info("reload: a new account is polled", extra=kv(account=name))
-                runtime = self.runtimes[name] = self._runtime(settings, config)
+                runtime = self.runtimes[name] = self._runtime(settings, config, wanted)
                 if self._running:
                     runtime.start()
             else:

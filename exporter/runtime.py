@@ -189,6 +189,8 @@ class AccountRuntime:
     def state(self, now: float) -> dict[str, Any]:
         """The account's state-file entry: today's spend, and a daily-limit pause."""
         state: dict[str, Any] = {"budget": self.budget.state(now)}
+        if self.zoom.account_id:  # to find the entry again after a rename
+            state["account_id"] = self.zoom.account_id
         held = self.holds.active(Holds.ALL, now)
         if held is not None and held.reason == "daily_limit":
             state["daily_limit_until"] = held.until

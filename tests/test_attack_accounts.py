@@ -302,3 +302,37 @@ def test_one_zoom_account_listed_twice_is_refused(
     split = account("eu", "acc1", "app1", "    discovery: false\n    meeting_ids: [1]\n")
     config.write_text("accounts:\n" + split + account("eu2", "acc1", "app2"))
     assert len(load_settings(config_file=config).zoom_accounts()) == 2
+
+
+async def test_a_renamed_account_keeps_todays_spend(
+    zoo_of: Callable[..., Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Renaming an entry (the same Zoom account under a new label) started its spend at 0,
+    on a reload and after a restart: the planner then spent the day's budget a second time
+    against Zoom's one daily cap."""
+    import os
+
+    async with zoo_of(2, FakeClock()) as zoo, aiohttp.ClientSession() as session:
+        entries = zoo.entries()
+        current = {"settings": settings_for(zoo, storage_path=tmp_path)}
+        daemon = Daemon(lambda: current["settings"], current["settings"], session)
+        for runtime in daemon.accounts():
+            await runtime.poller.run_cycle()
+        spent = zoo.account("acct-1").quota_used
+        assert spent > 0
+        renamed = [entries[0], {**entries[1], "name": "americas"}]
+        current["settings"] = with_accounts(current["settings"], renamed)
+        assert await daemon.reload() is None
+        assert daemon.account("americas").budget.used(time.time()) == spent
+        await daemon.account("americas").poller.run_cycle()
+        spent = zoo.account("acct-1").quota_used
+        await daemon.flush()
+        assert daemon.state_file is not None and daemon.state_file._lock is not None
+        os.close(daemon.state_file._lock)  # the process ends
+        again = with_accounts(current["settings"], [entries[0], {**entries[1], "name": "amer"}])
+        restarted = Daemon(lambda: again, again, session)
+        assert restarted.account("amer").budget.used(time.time()) == spent
+        assert restarted.account("acct-0").budget.used(time.time()) == (
+            zoo.account("acct-0").quota_used
+        )
