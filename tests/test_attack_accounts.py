@@ -336,3 +336,25 @@ async def test_a_renamed_account_keeps_todays_spend(
         assert restarted.account("acct-0").budget.used(time.time()) == (
             zoo.account("acct-0").quota_used
         )
+
+
+def test_config_check_of_an_accounts_list_names_what_is_unset_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--config.check of an accounts list said ZOOM_EXPORTER_ACCOUNT_ID, _CLIENT_ID and
+    _CLIENT_SECRET were not set (which the list makes unused) and not which of its own
+    credentials were."""
+    from exporter import cli
+
+    monkeypatch.setenv("ACME_SECRET", "s")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "accounts:\n"
+        + account("eu", "acc1", "app1")
+        + account("us", "acc2", "app2").replace("ACME_SECRET", "ACME_UNSET")
+    )
+    assert cli.main(["--config.file", str(config), "--config.check", "--shard", "0/1"]) == 0
+    out = capsys.readouterr().out
+    assert "ZOOM_EXPORTER_" not in out
+    assert "2 accounts, 2 of them on shard 0/1: eu, us" in out
+    assert "not available here (not checked): us.client_secret" in out
