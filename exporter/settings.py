@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -510,6 +511,16 @@ def _named(reference: str) -> str:
     return reference
 
 
+def _read_secret(path: Path) -> bytes:
+    """At most MAX_SECRET_FILE bytes of a regular file (a symlink to one, as Kubernetes mounts
+    them): a FIFO would block the read (on a reload, the event loop), and /dev/zero or
+    /dev/urandom would fill the memory."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise OSError("not a regular file")
+    with path.open("rb") as source:
+        return source.read(MAX_SECRET_FILE)
+
+
 def _credential(
     entry: AccountEntry,
     index: int,
@@ -540,15 +551,14 @@ def _credential(
             raise AccountError(loc, f"{account}: needs --secrets.dir")
         path = secrets_dir / file
         try:
-            text: str = path.read_bytes()[:MAX_SECRET_FILE].decode("utf-8").strip()
+            text: str = _read_secret(path).decode("utf-8").strip()
         except FileNotFoundError:
             if missing_ok:
                 return ""
             raise AccountError(loc, f"{account}: {_named(file)} is not in --secrets.dir") from None
         except OSError as error:
-            raise AccountError(
-                loc, f"{account}: {_named(file)}: cannot read ({error.strerror})"
-            ) from None
+            why = error.strerror or str(error)
+            raise AccountError(loc, f"{account}: {_named(file)}: cannot read ({why})") from None
         except UnicodeDecodeError:
             raise AccountError(loc, f"{account}: {_named(file)} is not UTF-8 text") from None
         if not text and not missing_ok:
@@ -682,7 +692,7 @@ def _check_secrets_dir(directory: Path) -> list[str]:
         if not path.name.lower().startswith(ENV_PREFIX.lower()) or not path.is_file():
             continue
         try:
-            raw = path.read_bytes()[:MAX_SECRET_FILE]
+            raw = _read_secret(path)
             mode = path.stat().st_mode
         except OSError as error:
             raise SettingsError(

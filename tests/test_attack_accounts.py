@@ -358,3 +358,36 @@ def test_config_check_of_an_accounts_list_names_what_is_unset_in_it(
     assert "ZOOM_EXPORTER_" not in out
     assert "2 accounts, 2 of them on shard 0/1: eu, us" in out
     assert "not available here (not checked): us.client_secret" in out
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+async def test_a_secret_file_that_is_not_a_regular_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """client_secret_file naming a FIFO blocked the read forever (a reload: on the event
+    loop, so polling and every probe stopped), and one linked to /dev/zero read until the
+    memory ran out."""
+    import asyncio
+    import contextlib
+    import os
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    target = secrets / "eu-secret"
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.symlink_to("/dev/zero")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "accounts:\n  - name: eu\n    account_id: a\n    client_id: b\n"
+        "    client_secret_file: eu-secret\n"
+    )
+    load = asyncio.to_thread(load_settings, config_file=config, secrets_dir=secrets)
+    try:
+        with pytest.raises(SettingsError, match="eu-secret: cannot read \\(not a regular file\\)"):
+            await asyncio.wait_for(load, timeout=10)
+    finally:
+        if kind == "fifo":  # a reader stuck on it (before the fix) reads an end of file
+            with contextlib.suppress(OSError):  # ENXIO: nobody reads it
+                os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK))
