@@ -5,6 +5,7 @@ Precedence, highest first: command-line flags, environment, secrets directory, Y
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -515,10 +516,16 @@ def _read_secret(path: Path) -> bytes:
     """At most MAX_SECRET_FILE bytes of a regular file (a symlink to one, as Kubernetes mounts
     them): a FIFO would block the read (on a reload, the event loop), and /dev/zero or
     /dev/urandom would fill the memory."""
-    if not stat.S_ISREG(path.stat().st_mode):
-        raise OSError("not a regular file")
+    _regular(path)
     with path.open("rb") as source:
         return source.read(MAX_SECRET_FILE)
+
+
+def _regular(path: Path) -> None:
+    """Raise OSError unless `path` is a regular file, or a symlink to one (opening a FIFO
+    blocks until someone writes to it)."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
 
 
 def _credential(
@@ -882,6 +889,7 @@ def load_yaml(raw: bytes) -> Any:
 
 def read_yaml_file(path: Path) -> Any:
     """A YAML file by load_yaml, reading no more than the limit."""
+    _regular(path)
     with path.open("rb") as source:
         return load_yaml(source.read(MAX_YAML_BYTES + 1))
 

@@ -387,6 +387,11 @@ async def test_a_secret_file_that_is_not_a_regular_file_is_refused(
     try:
         with pytest.raises(SettingsError, match="eu-secret: cannot read \\(not a regular file\\)"):
             await asyncio.wait_for(load, timeout=10)
+        if kind == "fifo":  # the web config file too (read at startup)
+            from exporter.web.webconfig import load_web_config
+
+            with pytest.raises(SettingsError, match="not a regular file"):
+                await asyncio.wait_for(asyncio.to_thread(load_web_config, target), timeout=10)
     finally:
         if kind == "fifo":  # a reader stuck on it (before the fix) reads an end of file
             with contextlib.suppress(OSError):  # ENXIO: nobody reads it
