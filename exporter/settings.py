@@ -724,8 +724,8 @@ def settings_warnings(
         import yaml
 
         try:
-            content = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            content = read_yaml_file(config_file)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, YamlTooLarge):
             content = None
         held = sorted(
             name
