@@ -48,6 +48,9 @@ from exporter.zoom.models import STREAM_SUFFIXES
 
 ENV_PREFIX = "ZOOM_EXPORTER_"
 DEFAULT_MAX_POLL_INTERVAL = 300.0
+# The longest poll interval: a day. Polling at a longer one (1e9 s, say) stopped in effect,
+# while the exporter, waiting three intervals before it calls itself stuck, said all was well.
+MAX_INTERVAL = 86_400.0
 BUDGET_SHARE = 0.5  # of the plan's daily cap, by default; the rest is left to other apps
 PlanName = Literal["pro", "business", "business_plus", "enterprise", "education"]
 
@@ -124,7 +127,7 @@ class AccountEntry(BaseModel):
     only from a config file that nobody else may read (mode 0600). Unset limits are the
     top-level settings'."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     account_id: str | None = None
@@ -226,6 +229,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         extra="forbid",
+        allow_inf_nan=False,  # an infinite interval polls once, and is never overdue
         case_sensitive=False,
         validate_default=True,
     )
@@ -237,7 +241,7 @@ class Settings(BaseSettings):
     oauth_url: str = "https://zoom.us/oauth/token"
     listen_address: str = "0.0.0.0:9924"
     telemetry_path: str = "/metrics"
-    poll_interval: float = Field(default=60.0, ge=1.0)
+    poll_interval: float = Field(default=60.0, ge=1.0, le=MAX_INTERVAL)
     meeting_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webinar_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     discovery: bool = True
@@ -251,7 +255,7 @@ class Settings(BaseSettings):
     daily_request_budget: int | None = Field(default=None, ge=1)
     heavy_rate: float | None = Field(default=None, gt=0, le=1000)
     resource_intensive_rate: float | None = Field(default=None, gt=0, le=100)
-    max_poll_interval: float | None = Field(default=None, ge=1.0)
+    max_poll_interval: float | None = Field(default=None, ge=1.0, le=MAX_INTERVAL)
     max_retries: int = Field(default=3, ge=0, le=10)
     storage_path: Path | None = None  # a directory for state.json (the day's API spend)
     log_format: Literal["logfmt", "json"] = "logfmt"

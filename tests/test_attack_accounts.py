@@ -396,3 +396,33 @@ async def test_a_secret_file_that_is_not_a_regular_file_is_refused(
         if kind == "fifo":  # a reader stuck on it (before the fix) reads an end of file
             with contextlib.suppress(OSError):  # ENXIO: nobody reads it
                 os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("poll_interval: 1e400\n", "config.yml:1: poll_interval"),  # YAML's float overflow: inf
+        ("poll_interval: 1e9\n", "config.yml:1: poll_interval"),
+        ("max_poll_interval: .inf\n", "config.yml:1: max_poll_interval"),
+        ("max_staleness: .inf\n", "config.yml:1: max_staleness"),
+    ],
+)
+def test_an_interval_that_never_ends_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, where: str
+) -> None:
+    """poll_interval: 1e400 (infinite) or 1e9 polled once and never again, while zoom_up
+    stayed 1 and /-/ready 200: the exporter calls itself stuck only after three intervals.
+    An infinite max_poll_interval let the planner stretch to the same; an infinite
+    max_staleness kept a meeting's last data for ever."""
+    from exporter.metrics.store import stale_after
+
+    for name, value in {"ACCOUNT_ID": "a", "CLIENT_ID": "b", "CLIENT_SECRET": "c"}.items():
+        monkeypatch.setenv(f"ZOOM_EXPORTER_{name}", value)
+    config = tmp_path / "config.yml"
+    config.write_text(text)
+    with pytest.raises(SettingsError, match=r"finite|less than or equal") as error:
+        load_settings(config_file=config)
+    assert where in str(error.value)
+    config.write_text("poll_interval: 86400\nmax_poll_interval: 86400\n")
+    settings = load_settings(config_file=config)
+    assert stale_after(settings.longest_poll_interval) < 4 * 86400  # found stuck, in days
