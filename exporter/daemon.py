@@ -268,6 +268,8 @@ class Daemon:
         longer configured that was the same Zoom account: Zoom's daily cap is the account's,
         whatever the exporter calls it."""
         entry = self._saved.get(config.name)
+        if entry is not None and entry.get("account_id", config.account_id) != config.account_id:
+            entry = None  # the name is another Zoom account's now: its spend is not this one's
         if entry is not None or not config.account_id:
             return entry
         renamed = [

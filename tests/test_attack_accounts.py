@@ -325,6 +325,13 @@ async def test_a_renamed_account_keeps_todays_spend(
         current["settings"] = with_accounts(current["settings"], renamed)
         assert await daemon.reload() is None
         assert daemon.account("americas").budget.used(time.time()) == spent
+        # The old name given to another Zoom account: that one has spent nothing.
+        reused = {**entries[0], "name": "acct-1", "account_id": "elsewhere"}
+        current["settings"] = with_accounts(current["settings"], [*renamed, reused])
+        assert await daemon.reload() is None
+        assert daemon.account("acct-1").budget.used(time.time()) == 0
+        current["settings"] = with_accounts(current["settings"], renamed)
+        assert await daemon.reload() is None
         await daemon.account("americas").poller.run_cycle()
         spent = zoo.account("acct-1").quota_used
         await daemon.flush()
