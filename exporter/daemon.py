@@ -445,7 +445,14 @@ class Daemon:
     async def _accounts_to(self, settings: Settings, configs: Sequence[AccountConfig]) -> None:
         """Add, change and remove accounts; an account that stays keeps all of its state."""
         wanted = {config.name: config for config in configs}
-        for name in [n for n in self.runtimes if n not in wanted]:
+        # A name whose Zoom account changed is another account: a runtime of its own (the old
+        # one's spend, daily-limit pause and token are not the new account's).
+        other = [
+            n
+            for n, r in self.runtimes.items()
+            if n in wanted and wanted[n].account_id != r.config.account_id
+        ]
+        for name in [n for n in self.runtimes if n not in wanted] + other:
             log.info("reload: an account is no longer polled", extra=kv(account=name))
             removed = self.runtimes.pop(name)
             await removed.stop()

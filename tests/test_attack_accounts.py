@@ -433,3 +433,26 @@ def test_an_interval_that_never_ends_is_refused(
     config.write_text("poll_interval: 86400\nmax_poll_interval: 86400\n")
     settings = load_settings(config_file=config)
     assert stale_after(settings.longest_poll_interval) < 4 * 86400  # found stuck, in days
+
+
+async def test_a_name_pointed_at_another_zoom_account_starts_afresh(
+    zoo_of: Callable[..., Any],  # noqa: F811
+) -> None:
+    """An entry kept its name but got another Zoom account's credentials: the runtime kept
+    the old account's daily-limit pause (the new account was not polled until 00:00 UTC)
+    and its spend."""
+    async with zoo_of(3, FakeClock()) as zoo, aiohttp.ClientSession() as session:
+        entries = zoo.entries()
+        current = {"settings": settings_for(zoo)}
+        current["settings"] = with_accounts(current["settings"], entries[:2])
+        daemon = Daemon(lambda: current["settings"], current["settings"], session)
+        zoo.account("acct-1").faults.rate_limit(count=1, type="Daily-limit", retry_after=3600)
+        assert (await daemon.account("acct-1").poller.run_cycle()).health.state == "daily_limit"
+        moved = {**entries[2], "name": "acct-1"}  # acct-2's account, under the name acct-1
+        current["settings"] = with_accounts(current["settings"], [entries[0], moved])
+        assert await daemon.reload() is None
+        report = await daemon.account("acct-1").poller.run_cycle()
+        assert report.health.state == "ok"
+        assert zoo.account("acct-2").stats["total"] > 0
+        used = daemon.account("acct-1").budget.used(time.time())
+        assert used == zoo.account("acct-2").quota_used
