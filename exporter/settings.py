@@ -112,10 +112,10 @@ def shard_of(name: str, shards: int) -> int:
 
 def parse_shard(value: str) -> tuple[int, int]:
     """ "1/3" -> (1, 3): this replica's index and the number of replicas."""
-    index, sep, count = value.strip().partition("/")
-    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+    found = re.fullmatch(r"\s*([0-9]{1,6})\s*/\s*([0-9]{1,6})\s*", value, re.ASCII)
+    if found is None:  # ASCII digits only: str.isdigit() also took "²" and "٣"
         raise ValueError("must be i/n, e.g. 0/3")
-    i, n = int(index), int(count)
+    i, n = int(found[1]), int(found[2])
     if n < 1 or not 0 <= i < n:
         raise ValueError(f"{i}/{n}: need 0 <= i < n")
     return i, n

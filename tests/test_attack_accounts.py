@@ -456,3 +456,14 @@ async def test_a_name_pointed_at_another_zoom_account_starts_afresh(
         assert zoo.account("acct-2").stats["total"] > 0
         used = daemon.account("acct-1").budget.used(time.time())
         assert used == zoo.account("acct-2").quota_used
+
+
+@pytest.mark.parametrize("value", ["²/3", "٣/5", "1/3\n0/3", "1/99999999999999999999"])
+def test_a_shard_of_other_digits_is_refused(value: str) -> None:
+    """str.isdigit() let "²/3" through to int() (a Python error message as the reason) and
+    took "٣/5" (Arabic-Indic three) for 3/5."""
+    from exporter.settings import parse_shard
+
+    with pytest.raises(ValueError, match=r"must be i/n, e\.g\. 0/3"):
+        parse_shard(value)
+    assert parse_shard(" 1 / 3 ") == (1, 3)
