@@ -327,6 +327,9 @@ def zoo_of(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
     @contextlib.asynccontextmanager
     async def make(count: int, clock: Any = time.time, **limits: Any) -> AsyncIterator[Zoo]:
         names = [f"acct-{n}" for n in range(count)]
+        # Zoom's daily cap as the simulator reports it (X-RateLimit-Remaining) paces the
+        # planner too: the plan's would stretch a 1 s interval to 20 s after 00:00 UTC.
+        limits.setdefault("daily_limit", 10_000_000)
         for index, name in enumerate(names):
             monkeypatch.setenv(f"ACME_{index}_SECRET", f"{name}-secret")
         first = names[0]
@@ -359,6 +362,10 @@ def settings_for(zoo: Zoo, **more: Any) -> Settings:
         "poll_interval": 1.0,
         "request_timeout": 2.0,
         "max_retries": 0,
+        # The planner paces each day's budget over what is left of the UTC day: with the
+        # plan's, a 1 s interval held only late in the day, and after 00:00 UTC the cycles
+        # these tests wait for came a minute apart.
+        "daily_request_budget": 10_000_000,
         **more,
     }
     settings = Settings(**options)
@@ -770,7 +777,12 @@ async def test_sighup_adds_and_removes_accounts_in_the_running_process(
     async with zoo_of(3) as zoo:
         entries = zoo.entries()
         config = tmp_path / "config.yml"
-        common = {"api_url": zoo.sim.api_url, "oauth_url": zoo.sim.oauth_url, "poll_interval": 1}
+        common = {
+            "api_url": zoo.sim.api_url,
+            "oauth_url": zoo.sim.oauth_url,
+            "poll_interval": 1,
+            "daily_request_budget": 10_000_000,  # as in settings_for
+        }
         config.write_text(json.dumps({**common, "accounts": entries[:2]}))
         env = {f"ACME_{i}_SECRET": f"{name}-secret" for i, name in enumerate(zoo.names)}
         exporter = start_exporter(tmp_path, "--config.file", str(config), env=env)
