@@ -270,6 +270,10 @@ def _check_credentials(args: argparse.Namespace, settings: Settings) -> None:
         )
 
 
+def _credential_text(value: object) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
+
+
 def check_config(args: argparse.Namespace) -> int:
     """--config.check: validate every source without starting (and without calling Zoom)."""
     config_file = getattr(args, "config.file")
@@ -289,6 +293,24 @@ def check_config(args: argparse.Namespace) -> int:
     summary = f"ok: {', '.join(checked)} and the environment"
     if settings.demo:
         summary += "; --demo: no credentials needed"
+    elif settings.accounts:
+        accounts = settings.zoom_accounts()
+        summary += f"; {len(accounts)} account{'' if len(accounts) == 1 else 's'}"
+        if settings.shard:
+            mine = [a.name for a in settings.my_accounts()]
+            summary += (
+                f", {len(mine)} of them on shard {settings.shard}: {', '.join(mine) or 'none'}"
+            )
+        unset = [
+            f"{account.name}.{name}"
+            for account in accounts
+            for name in CREDENTIALS
+            if not _credential_text(getattr(account, name))
+        ]
+        if unset:
+            summary += f"; credentials not available here (not checked): {', '.join(unset)}"
+        else:
+            summary += "; credentials set (not tried: that needs Zoom)"
     else:
         missing = [
             f"{ENV_PREFIX}{name.upper()}" for name in CREDENTIALS if not getattr(settings, name)

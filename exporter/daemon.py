@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, Final
 
 import aiohttp
@@ -33,12 +33,13 @@ from exporter.web.app import create_app
 from exporter.web.connections import KEEPALIVE_TIMEOUT, GuardedSite
 from exporter.web.webconfig import WebConfig, ssl_context
 from exporter.zoom.client import ZoomClient
-from exporter.zoom.limits import DailyBudget, RateLimiter, StateFile
+from exporter.zoom.limits import DailyBudget, RateLimiter, StateFile, utc_day
 
 log = logging.getLogger("exporter")
 
 SHUTDOWN_GRACE = 1.0  # seconds open HTTP connections get to finish on SIGTERM
 STATE_WRITE_WAIT = 2.0  # seconds SIGTERM waits for the state file
+STATE_WRITE_STUCK = 10.0  # seconds a state file write may run before it is said to hang
 # How long a worker thread (rendering, building a large reading) may hold the GIL while the
 # event loop waits for it: Python's default is 5 ms, and under load the waits add up to stalls.
 GIL_SWITCH_INTERVAL = 0.001
@@ -178,6 +179,15 @@ RESTART_ONLY = (
 )
 
 
+def _used(entry: Mapping[str, Any]) -> int:
+    """The spend of a state-file entry, if of today (-1 otherwise)."""
+    budget = entry.get("budget")
+    if not isinstance(budget, dict) or budget.get("day") != utc_day(time.time()):
+        return -1
+    used = budget.get("used")
+    return used if isinstance(used, int) and not isinstance(used, bool) else -1
+
+
 class Daemon:
     """The running exporter: settings, and one AccountRuntime per account it polls; reloads
     on SIGHUP.
@@ -208,10 +218,13 @@ class Daemon:
         self._saved = self._load_state()
         self._writing: asyncio.Future[bool] | None = None
         self._write_stuck = False
+        self._write_again = False  # a cycle ended while a write ran: write once more after it
+        self._write_began = 0.0  # monotonic time the write in flight began
         self._running = False
         self.runtimes: dict[str, AccountRuntime] = {}
-        for config in self._configs(settings):
-            self.runtimes[config.name] = self._runtime(settings, config)
+        configs = self._configs(settings)
+        for config in configs:
+            self.runtimes[config.name] = self._runtime(settings, config, {c.name for c in configs})
         self.store.set_stores({name: r.store for name, r in self.runtimes.items()})
         self.config_reload: tuple[bool, float | None] = (True, time.time())
         self._reload_lock = asyncio.Lock()
@@ -235,16 +248,36 @@ class Daemon:
             return self.demo[config.name]
         return real_account(settings, config)
 
-    def _runtime(self, settings: Settings, config: AccountConfig) -> AccountRuntime:
+    def _runtime(
+        self, settings: Settings, config: AccountConfig, configured: Collection[str]
+    ) -> AccountRuntime:
         return AccountRuntime(
             config,
             settings,
             self._zoom(settings, config),
             self.session,
             published=self._published,
-            saved=self._saved.get(config.name),
+            saved=self._saved_entry(config, configured),
             clock=self.clock,
         )
+
+    def _saved_entry(
+        self, config: AccountConfig, configured: Collection[str]
+    ) -> dict[str, Any] | None:
+        """The account's state-file entry: by its name, else (renamed) the entry of a name no
+        longer configured that was the same Zoom account: Zoom's daily cap is the account's,
+        whatever the exporter calls it."""
+        entry = self._saved.get(config.name)
+        if entry is not None and entry.get("account_id", config.account_id) != config.account_id:
+            entry = None  # the name is another Zoom account's now: its spend is not this one's
+        if entry is not None or not config.account_id:
+            return entry
+        renamed = [
+            other
+            for name, other in self._saved.items()
+            if name not in configured and other.get("account_id") == config.account_id
+        ]
+        return max(renamed, key=_used, default=None)  # renamed twice today: the latest spend
 
     def accounts(self) -> Sequence[AccountRuntime]:
         """The accounts polled, in name order (the self-metrics' DaemonView)."""
@@ -291,28 +324,45 @@ class Daemon:
         return {DEFAULT_ACCOUNT: state} if "budget" in state else {}
 
     def _state(self) -> dict[str, Any]:
+        """Every account's entry; those of accounts no longer polled too, while they are of
+        today (one added back resumes its spend: Zoom's daily cap never forgot it)."""
         now = time.time()
-        return {
-            "accounts": {name: r.state(now) for name, r in sorted(self.runtimes.items())},
-            "saved_at": now,
+        today = utc_day(now)
+        accounts = {
+            name: entry
+            for name, entry in self._saved.items()
+            if name not in self.runtimes
+            and isinstance(budget := entry.get("budget"), dict)
+            and budget.get("day") == today
         }
+        accounts.update({name: r.state(now) for name, r in self.runtimes.items()})
+        return {"accounts": dict(sorted(accounts.items())), "saved_at": now}
 
     def save_soon(self) -> None:
         """Write the state file on a daemon thread of its own: no cycle ever waits for the disk
         (a hung mount stops the writes, never the polling). A write still running is not
-        joined by another; the next cycle writes fresher numbers anyway."""
+        joined by another: one more follows it with the numbers of then (with many accounts,
+        cycles end while a write runs all the time; the last one's spend must reach the disk).
+        Only a write running longer than STATE_WRITE_STUCK is said to hang."""
         if self.state_file is None:
             return
         if self._writing is not None and not self._writing.done():
-            if not self._write_stuck:
+            self._write_again = True
+            if not self._write_stuck and time.monotonic() - self._write_began > STATE_WRITE_STUCK:
                 log.warning(
                     "the state file write has not finished; polling goes on without it",
                     extra=kv(path=str(self.state_file.path)),
                 )
-            self._write_stuck = True
+                self._write_stuck = True
             return
-        self._write_stuck = False
+        self._write_stuck = self._write_again = False
+        self._write_began = time.monotonic()
         self._writing = self._write(self.state_file, self._state())
+        self._writing.add_done_callback(self._written)
+
+    def _written(self, _done: asyncio.Future[bool]) -> None:
+        if self._write_again:
+            self.save_soon()
 
     @staticmethod
     def _write(state_file: StateFile, state: dict[str, Any]) -> asyncio.Future[bool]:
@@ -395,19 +445,28 @@ class Daemon:
     async def _accounts_to(self, settings: Settings, configs: Sequence[AccountConfig]) -> None:
         """Add, change and remove accounts; an account that stays keeps all of its state."""
         wanted = {config.name: config for config in configs}
-        for name in [n for n in self.runtimes if n not in wanted]:
+        # A name whose Zoom account changed is another account: a runtime of its own (the old
+        # one's spend, daily-limit pause and token are not the new account's).
+        other = [
+            n
+            for n, r in self.runtimes.items()
+            if n in wanted and wanted[n].account_id != r.config.account_id
+        ]
+        for name in [n for n in self.runtimes if n not in wanted] + other:
             log.info("reload: an account is no longer polled", extra=kv(account=name))
-            await self.runtimes.pop(name).stop()
+            removed = self.runtimes.pop(name)
+            await removed.stop()
+            self._saved[name] = removed.state(time.time())  # if it is added back today
         for name, config in wanted.items():
             runtime = self.runtimes.get(name)
             if runtime is None:
                 log.info("reload: a new account is polled", extra=kv(account=name))
-                runtime = self.runtimes[name] = self._runtime(settings, config)
+                runtime = self.runtimes[name] = self._runtime(settings, config, wanted)
                 if self._running:
                     runtime.start()
             else:
-                runtime.apply(settings, config, self._zoom(settings, config))
-                await runtime.reconfigure()
+                changed = runtime.apply(settings, config, self._zoom(settings, config))
+                await runtime.reconfigure(wake=changed)
         self.settings = settings
         self.store.set_stores({name: r.store for name, r in self.runtimes.items()})
 

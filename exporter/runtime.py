@@ -189,6 +189,8 @@ class AccountRuntime:
     def state(self, now: float) -> dict[str, Any]:
         """The account's state-file entry: today's spend, and a daily-limit pause."""
         state: dict[str, Any] = {"budget": self.budget.state(now)}
+        if self.zoom.account_id:  # to find the entry again after a rename
+            state["account_id"] = self.zoom.account_id
         held = self.holds.active(Holds.ALL, now)
         if held is not None and held.reason == "daily_limit":
             state["daily_limit_until"] = held.until
@@ -201,9 +203,22 @@ class AccountRuntime:
 
     # -- reload -------------------------------------------------------------------------------
 
-    def apply(self, settings: Settings, config: AccountConfig, zoom: ZoomAccount) -> None:
+    def _polled_as(self) -> tuple[object, ...]:
+        """Everything of the settings that this account's polling depends on."""
+        settings, config = self.settings, self.config
+        return (
+            config,
+            self.zoom,
+            poll_settings(settings, config),
+            settings.request_timeout,
+            settings.max_retries,
+            daily_budget(settings, config),
+        )
+
+    def apply(self, settings: Settings, config: AccountConfig, zoom: ZoomAccount) -> bool:
         """New settings for this account; its token, holds, buckets, spend and counters stay
-        (a new token only for new credentials)."""
+        (a new token only for new credentials). True if any of its own changed."""
+        before = self._polled_as()
         token = token_provider(zoom, self.clock)
         if token.identity != self.token.identity:
             log.info(
@@ -216,9 +231,15 @@ class AccountRuntime:
         limits = config.limits
         self.limiter.set_rates(limits.heavy_per_second, limits.resource_intensive_per_second)
         self.settings, self.config, self.zoom = settings, config, zoom
+        return self._polled_as() != before
 
-    async def reconfigure(self) -> None:
-        await self.poller.reconfigure(self.client(), poll_settings(self.settings, self.config))
+    async def reconfigure(self, *, wake: bool = True) -> None:
+        """Hand the poller the new settings; `wake`: for a cycle at once (an account whose
+        settings did not change waits for its interval: a storm of SIGHUPs, or a reload that
+        adds one account, never makes every account poll again and again)."""
+        await self.poller.reconfigure(
+            self.client(), poll_settings(self.settings, self.config), wake=wake
+        )
 
     # -- the poll task ------------------------------------------------------------------------
 

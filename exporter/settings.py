@@ -5,9 +5,11 @@ Precedence, highest first: command-line flags, environment, secrets directory, Y
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +42,15 @@ from exporter.privacy import (
     ParticipantPrivacy,
 )
 from exporter.series import DEFAULT_STREAMS, SeriesOptions
-from exporter.sources import Origins, describe, source_error
+from exporter.sources import Origins, describe, looks_like_credential, source_error
 from exporter.zoom.limits import PLANS
 from exporter.zoom.models import STREAM_SUFFIXES
 
 ENV_PREFIX = "ZOOM_EXPORTER_"
 DEFAULT_MAX_POLL_INTERVAL = 300.0
+# The longest poll interval: a day. Polling at a longer one (1e9 s, say) stopped in effect,
+# while the exporter, waiting three intervals before it calls itself stuck, said all was well.
+MAX_INTERVAL = 86_400.0
 BUDGET_SHARE = 0.5  # of the plan's daily cap, by default; the rest is left to other apps
 PlanName = Literal["pro", "business", "business_plus", "enterprise", "education"]
 
@@ -107,10 +112,10 @@ def shard_of(name: str, shards: int) -> int:
 
 def parse_shard(value: str) -> tuple[int, int]:
     """ "1/3" -> (1, 3): this replica's index and the number of replicas."""
-    index, sep, count = value.strip().partition("/")
-    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+    found = re.fullmatch(r"\s*([0-9]{1,6})\s*/\s*([0-9]{1,6})\s*", value, re.ASCII)
+    if found is None:  # ASCII digits only: str.isdigit() also took "²" and "٣"
         raise ValueError("must be i/n, e.g. 0/3")
-    i, n = int(index), int(count)
+    i, n = int(found[1]), int(found[2])
     if n < 1 or not 0 <= i < n:
         raise ValueError(f"{i}/{n}: need 0 <= i < n")
     return i, n
@@ -122,7 +127,7 @@ class AccountEntry(BaseModel):
     only from a config file that nobody else may read (mode 0600). Unset limits are the
     top-level settings'."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     account_id: str | None = None
@@ -224,6 +229,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         extra="forbid",
+        allow_inf_nan=False,  # an infinite interval polls once, and is never overdue
         case_sensitive=False,
         validate_default=True,
     )
@@ -235,7 +241,7 @@ class Settings(BaseSettings):
     oauth_url: str = "https://zoom.us/oauth/token"
     listen_address: str = "0.0.0.0:9924"
     telemetry_path: str = "/metrics"
-    poll_interval: float = Field(default=60.0, ge=1.0)
+    poll_interval: float = Field(default=60.0, ge=1.0, le=MAX_INTERVAL)
     meeting_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webinar_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     discovery: bool = True
@@ -249,7 +255,7 @@ class Settings(BaseSettings):
     daily_request_budget: int | None = Field(default=None, ge=1)
     heavy_rate: float | None = Field(default=None, gt=0, le=1000)
     resource_intensive_rate: float | None = Field(default=None, gt=0, le=100)
-    max_poll_interval: float | None = Field(default=None, ge=1.0)
+    max_poll_interval: float | None = Field(default=None, ge=1.0, le=MAX_INTERVAL)
     max_retries: int = Field(default=3, ge=0, le=10)
     storage_path: Path | None = None  # a directory for state.json (the day's API spend)
     log_format: Literal["logfmt", "json"] = "logfmt"
@@ -281,11 +287,14 @@ class Settings(BaseSettings):
     @field_validator("accounts")
     @classmethod
     def _unique(cls, value: list[AccountEntry]) -> list[AccountEntry]:
-        seen: set[str] = set()
+        seen: dict[str, str] = {}
         for entry in value:
-            if entry.name in seen:
+            other = seen.get(entry.name.lower())
+            if other == entry.name:
                 raise ValueError(f"account name {entry.name!r} is used twice")
-            seen.add(entry.name)
+            if other is not None:  # labels that look alike: one account twice, most likely
+                raise ValueError(f"account names {other!r} and {entry.name!r} differ only in case")
+            seen[entry.name.lower()] = entry.name
         return value
 
     @field_validator("participant_series")
@@ -498,6 +507,31 @@ class AccountError(SettingsError):
         self.message = message
 
 
+def _named(reference: str) -> str:
+    """A `*_env` or `*_file` name as written, unless it looks like a credential pasted where
+    its name belongs (Zoom's ids and secrets: long, mixed-case letters and digits): such a
+    value is never shown, in an error or a log line."""
+    if looks_like_credential(reference) or not reference.isprintable():
+        return "the name given (not shown: it looks like a credential, not a name)"
+    return reference
+
+
+def _read_secret(path: Path) -> bytes:
+    """At most MAX_SECRET_FILE bytes of a regular file (a symlink to one, as Kubernetes mounts
+    them): a FIFO would block the read (on a reload, the event loop), and /dev/zero or
+    /dev/urandom would fill the memory."""
+    _regular(path)
+    with path.open("rb") as source:
+        return source.read(MAX_SECRET_FILE)
+
+
+def _regular(path: Path) -> None:
+    """Raise OSError unless `path` is a regular file, or a symlink to one (opening a FIFO
+    blocks until someone writes to it)."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+
+
 def _credential(
     entry: AccountEntry,
     index: int,
@@ -515,7 +549,9 @@ def _credential(
     if env is not None:
         value = environ.get(str(env), "").strip()
         if not value and not missing_ok:
-            raise AccountError(("accounts", index, f"{name}_env"), f"{account}: {env} is not set")
+            raise AccountError(
+                ("accounts", index, f"{name}_env"), f"{account}: {_named(env)} is not set"
+            )
         return value
     file = getattr(entry, f"{name}_file")
     if file is not None:
@@ -526,17 +562,18 @@ def _credential(
             raise AccountError(loc, f"{account}: needs --secrets.dir")
         path = secrets_dir / file
         try:
-            text: str = path.read_bytes()[:MAX_SECRET_FILE].decode("utf-8").strip()
+            text: str = _read_secret(path).decode("utf-8").strip()
         except FileNotFoundError:
             if missing_ok:
                 return ""
-            raise AccountError(loc, f"{account}: {file} is not in --secrets.dir") from None
+            raise AccountError(loc, f"{account}: {_named(file)} is not in --secrets.dir") from None
         except OSError as error:
-            raise AccountError(loc, f"{account}: {file}: cannot read ({error.strerror})") from None
+            why = error.strerror or str(error)
+            raise AccountError(loc, f"{account}: {_named(file)}: cannot read ({why})") from None
         except UnicodeDecodeError:
-            raise AccountError(loc, f"{account}: {file} is not UTF-8 text") from None
+            raise AccountError(loc, f"{account}: {_named(file)} is not UTF-8 text") from None
         if not text and not missing_ok:
-            raise AccountError(loc, f"{account}: {file} is empty")
+            raise AccountError(loc, f"{account}: {_named(file)} is empty")
         return text
     value = getattr(entry, name)
     loc = ("accounts", index, name)
@@ -552,6 +589,11 @@ def _credential(
     return text.strip()
 
 
+# Discovery off and no meeting or webinar listed: the account would make no call at all (not
+# even for a token), and say it is up, with credentials that may well be wrong.
+NOTHING_TO_POLL = "discovery is off and no meeting_ids or webinar_ids are listed: nothing to poll"
+
+
 def resolve_accounts(
     settings: Settings,
     *,
@@ -563,6 +605,8 @@ def resolve_accounts(
     """The accounts to poll, credentials read: the `accounts:` list, or the one account of the
     top-level settings under the name "default". Raises SettingsError naming the account."""
     if not settings.accounts:
+        if not settings.discovery and not settings.meeting_ids and not settings.webinar_ids:
+            raise AccountError(("discovery",), NOTHING_TO_POLL)
         return (
             AccountConfig(
                 name=DEFAULT_ACCOUNT,
@@ -584,6 +628,7 @@ def resolve_accounts(
         except OSError:
             private = False
     out: list[AccountConfig] = []
+    polled: dict[str, AccountConfig] = {}  # by Zoom account id
     for index, entry in enumerate(settings.accounts):
         creds = {
             name: _credential(
@@ -597,10 +642,32 @@ def resolve_accounts(
             )
             for name in CREDENTIALS
         }
+        discovery = settings.discovery if entry.discovery is None else entry.discovery
+        if not discovery and not entry.meeting_ids and not entry.webinar_ids:
+            where = (
+                ("accounts", index, "discovery")
+                if entry.discovery is not None
+                else ("accounts", index)
+            )
+            raise AccountError(where, f"account {entry.name!r}: {NOTHING_TO_POLL}")
         plan = entry.plan or settings.plan
         budget = entry.daily_request_budget
         if budget is None and entry.plan is None:
             budget = settings.daily_request_budget
+        twin = polled.get(creds["account_id"]) if creds["account_id"] else None
+        if twin is not None and (
+            twin.client_id == creds["client_id"] or (twin.discovery and discovery)
+        ):
+            raise AccountError(
+                ("accounts", index, "name"),
+                f"account {entry.name!r} is the Zoom account of {twin.name!r} again"
+                + (
+                    " (the same app)"
+                    if twin.client_id == creds["client_id"]
+                    else ", both with discovery"
+                )
+                + ": it would be polled twice, each entry spending Zoom's one daily cap",
+            )
         out.append(
             AccountConfig(
                 name=entry.name,
@@ -617,9 +684,10 @@ def resolve_accounts(
                 ),
                 meeting_ids=tuple(entry.meeting_ids),
                 webinar_ids=tuple(entry.webinar_ids),
-                discovery=settings.discovery if entry.discovery is None else entry.discovery,
+                discovery=discovery,
             )
         )
+        polled.setdefault(creds["account_id"], out[-1])
     return tuple(out)
 
 
@@ -635,7 +703,7 @@ def _check_secrets_dir(directory: Path) -> list[str]:
         if not path.name.lower().startswith(ENV_PREFIX.lower()) or not path.is_file():
             continue
         try:
-            raw = path.read_bytes()[:MAX_SECRET_FILE]
+            raw = _read_secret(path)
             mode = path.stat().st_mode
         except OSError as error:
             raise SettingsError(
@@ -660,8 +728,8 @@ def settings_warnings(
         import yaml
 
         try:
-            content = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            content = read_yaml_file(config_file)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, YamlTooLarge):
             content = None
         held = sorted(
             name
@@ -766,15 +834,81 @@ def load_settings(
         raise SettingsError("--secrets.dir: a secrets file cannot be read as UTF-8") from None
 
 
+MAX_YAML_BYTES = 4 * 1024 * 1024  # a settings file larger than this is refused unread
+# Nodes a YAML file may hold once its aliases are expanded: every list and mapping is walked
+# (and its items copied) by the settings, so an alias "bomb" of a few lines (a billion laughs)
+# would take minutes and gigabytes, on the event loop when it is a reload.
+MAX_YAML_NODES = 1_000_000
+
+
+class YamlTooLarge(ValueError):
+    """A YAML text beyond what settings are read from; the message says which limit."""
+
+
+def _expanded_nodes(root: Any) -> int:
+    """How many nodes `root` has with every alias expanded, counting each shared node once per
+    reference (by its memoized size, so the count never walks the expansion itself)."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:  # post-order, without recursion (the nesting was checked by compose)
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            sizes[id(node)] = 1
+            continue
+        if children_done:
+            sizes[id(node)] = min(MAX_YAML_NODES + 1, 1 + sum(sizes[id(c)] for c in children))
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def load_yaml(raw: bytes) -> Any:
+    """yaml.safe_load, within bounds: at most MAX_YAML_BYTES, nested no deeper than the parser
+    can go, and at most MAX_YAML_NODES nodes with aliases expanded. Raises YamlTooLarge,
+    yaml.YAMLError or UnicodeDecodeError."""
+    import yaml
+
+    if len(raw) > MAX_YAML_BYTES:
+        raise YamlTooLarge(f"larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB")
+    text = raw.decode("utf-8")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is None:
+            return None
+        if _expanded_nodes(root) > MAX_YAML_NODES:
+            raise YamlTooLarge(f"more than {MAX_YAML_NODES:,} values once its aliases are expanded")
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise YamlTooLarge("nested too deeply") from None
+
+
+def read_yaml_file(path: Path) -> Any:
+    """A YAML file by load_yaml, reading no more than the limit."""
+    _regular(path)
+    with path.open("rb") as source:
+        return load_yaml(source.read(MAX_YAML_BYTES + 1))
+
+
 def _check_yaml(path: Path) -> None:
     import yaml
 
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = read_yaml_file(path)
     except OSError as error:
         raise SettingsError(f"--config.file: {path}: cannot read ({error.strerror})") from None
     except UnicodeDecodeError:
         raise SettingsError(f"--config.file: {path}: is not UTF-8 text") from None
+    except YamlTooLarge as error:
+        raise SettingsError(f"--config.file: {path}: {error}") from None
     except yaml.YAMLError as error:
         # The parser's message quotes the offending line, which may hold a secret: give the line.
         mark = getattr(error, "problem_mark", None)

@@ -30,10 +30,23 @@ def dotted(loc: Sequence[int | str]) -> str:
     return out
 
 
+def looks_like_credential(text: str) -> bool:
+    """Long, with upper- and lower-case letters and digits: what Zoom's account ids, client
+    ids and secrets look like, and names (of settings, variables, files) seldom do."""
+    return (
+        len(text) >= 16
+        and any(c.isupper() for c in text)
+        and any(c.islower() for c in text)
+        and any(c.isdigit() for c in text)
+    )
+
+
 def _shown(name: str) -> str:
     """A key as written, if it looks like a name (a stray value pasted as a key is not shown)."""
     plain = name.replace("-", "_").replace(".", "_")
-    return name if plain.isidentifier() and len(name) <= 64 else "a key"
+    if plain.isidentifier() and len(name) <= 64 and not looks_like_credential(name):
+        return name
+    return "a key"
 
 
 @dataclass(frozen=True)
@@ -174,7 +187,8 @@ class Origins:
         if name in self.secrets:
             return f"--secrets.dir: {self.secrets[name]}{inner}"
         if self.yaml is not None and self.yaml.has(name):
-            return f"{self.yaml.path}:{self.yaml.line(loc)}: {dotted((_shown(name), *loc[1:]))}"
+            shown = tuple(p if isinstance(p, int) else _shown(p) for p in loc)
+            return f"{self.yaml.path}:{self.yaml.line(loc)}: {dotted(shown)}"
         return f"{self.prefix}{name.upper()}{inner}"
 
 

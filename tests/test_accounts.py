@@ -72,6 +72,7 @@ accounts:
     plan: pro
     daily_request_budget: 900
     discovery: false
+    webinar_ids: "333"
 """
 
 
@@ -97,7 +98,7 @@ def test_an_accounts_list_reads_env_references_and_secret_files(
         "pro",
         False,
     )
-    assert us.client_secret.get_secret_value() == "us-secret"
+    assert us.client_secret.get_secret_value() == "us-secret" and us.webinar_ids == ("333",)
     assert us.limits.daily_budget == 900 and us.limits.heavy_per_second == 10
 
 

@@ -275,15 +275,18 @@ class Poller:
                 record.reading = None
         self._privacy, self._series = settings.privacy, settings.series
 
-    async def reconfigure(self, client: ZoomClient, settings: PollSettings) -> None:
+    async def reconfigure(
+        self, client: ZoomClient, settings: PollSettings, *, wake: bool = True
+    ) -> None:
         """Apply new settings between cycles (never during one), without waiting for a cycle
         in flight: they are applied now if no cycle runs, else when the next one starts. The
-        data so far is kept, unless the privacy settings changed."""
+        data so far is kept, unless the privacy settings changed. `wake`: a cycle at once."""
         self._pending = (client, settings)
         if not self._cycle_lock.locked():
             async with self._cycle_lock:
                 self._apply_pending()
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     def _apply_pending(self) -> None:
         if self._pending is not None:

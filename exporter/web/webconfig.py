@@ -28,7 +28,7 @@ import yaml
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from exporter.settings import SettingsError
+from exporter.settings import SettingsError, YamlTooLarge, read_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,11 @@ def load_web_config(path: Path) -> WebConfig:
     """Parse and check the file; raise SettingsError with one clear line (no secrets)."""
     where = f"--web.config.file: {path}"
     try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw: Any = read_yaml_file(path)
     except OSError as error:
         raise SettingsError(f"{where}: cannot read ({error.strerror})") from None
+    except YamlTooLarge as error:
+        raise SettingsError(f"{where}: {error}") from None
     except (UnicodeDecodeError, yaml.YAMLError):
         raise SettingsError(f"{where}: invalid YAML") from None
     try:
