@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -88,6 +89,22 @@ def _plan_name(value: Any) -> Any:
     )
 
 
+def _split_ids(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, int):
+        return [str(value)]
+    if isinstance(value, list):
+        return [str(item).strip() for item in value if str(item).strip()]
+    return value
+
+
+# Meeting or webinar ids: a list, or one comma-separated string (as the environment gives them).
+Ids = Annotated[list[str], NoDecode, BeforeValidator(_split_ids)]
+# A plan's name as people write it: "Business+", "business-plus", "PRO".
+Plan = Annotated[PlanName, BeforeValidator(_plan_name)]
+
+
 def account_limits(
     plan: PlanName, budget: int | None, heavy: float | None, resource_intensive: float | None
 ) -> AccountLimits:
@@ -139,12 +156,12 @@ class AccountEntry(BaseModel):
     client_secret: SecretStr | None = None
     client_secret_env: str | None = None
     client_secret_file: str | None = None
-    plan: PlanName | None = None
+    plan: Plan | None = None
     daily_request_budget: int | None = Field(default=None, ge=1)
     heavy_rate: float | None = Field(default=None, gt=0, le=1000)
     resource_intensive_rate: float | None = Field(default=None, gt=0, le=100)
-    meeting_ids: list[str] = Field(default_factory=list)
-    webinar_ids: list[str] = Field(default_factory=list)
+    meeting_ids: Ids = Field(default_factory=list)
+    webinar_ids: Ids = Field(default_factory=list)
     discovery: bool | None = None
 
     @field_validator("name")
@@ -153,16 +170,6 @@ class AccountEntry(BaseModel):
         if not ACCOUNT_NAME.fullmatch(value):
             raise ValueError("must be 1 to 63 characters of A-Z, a-z, 0-9, _, . and -")
         return value
-
-    @field_validator("plan", mode="before")
-    @classmethod
-    def _plan(cls, value: Any) -> Any:
-        return _plan_name(value)
-
-    @field_validator("meeting_ids", "webinar_ids", mode="before")
-    @classmethod
-    def _ids(cls, value: Any) -> Any:
-        return _split_ids(value)
 
     @field_validator("account_id_file", "client_id_file", "client_secret_file")
     @classmethod
@@ -203,16 +210,6 @@ class AccountConfig:
     discovery: bool
 
 
-def _split_ids(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, int):
-        return [str(value)]
-    if isinstance(value, list):
-        return [str(item).strip() for item in value if str(item).strip()]
-    return value
-
-
 def parse_listen_address(value: str) -> tuple[str, int]:
     """ "0.0.0.0:9924" -> ("0.0.0.0", 9924); "[::1]:9924" and ":9924" work too."""
     host, sep, port_text = value.rpartition(":")
@@ -242,8 +239,8 @@ class Settings(BaseSettings):
     listen_address: str = "0.0.0.0:9924"
     telemetry_path: str = "/metrics"
     poll_interval: float = Field(default=60.0, ge=1.0, le=MAX_INTERVAL)
-    meeting_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    webinar_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    meeting_ids: Ids = Field(default_factory=list)
+    webinar_ids: Ids = Field(default_factory=list)
     discovery: bool = True
     request_timeout: float = Field(default=10.0, gt=0, le=300)
     concurrency: int = Field(default=4, ge=1, le=64)
@@ -251,7 +248,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     demo: bool = False
     demo_speed: float = Field(default=1.0, gt=0, le=1000)
-    plan: PlanName = "pro"
+    plan: Plan = "pro"
     daily_request_budget: int | None = Field(default=None, ge=1)
     heavy_rate: float | None = Field(default=None, gt=0, le=1000)
     resource_intensive_rate: float | None = Field(default=None, gt=0, le=100)
@@ -321,16 +318,6 @@ class Settings(BaseSettings):
         if not out:
             raise ValueError("name at least one stream")
         return out
-
-    @field_validator("plan", mode="before")
-    @classmethod
-    def _plan(cls, value: Any) -> Any:
-        return _plan_name(value)
-
-    @field_validator("meeting_ids", "webinar_ids", mode="before")
-    @classmethod
-    def _ids(cls, value: Any) -> Any:
-        return _split_ids(value)
 
     @field_validator("participant_labels", mode="before")
     @classmethod
