@@ -219,6 +219,7 @@ class Daemon:
         self._writing: asyncio.Future[bool] | None = None
         self._write_stuck = False
         self._write_again = False  # a cycle ended while a write ran: write once more after it
+        self._writes = {True: 0, False: 0}  # state file writes that succeeded, and that failed
         self._write_began = 0.0  # monotonic time the write in flight began
         self._running = False
         self.runtimes: dict[str, AccountRuntime] = {}
@@ -360,7 +361,14 @@ class Daemon:
         self._writing = self._write(self.state_file, self._state())
         self._writing.add_done_callback(self._written)
 
-    def _written(self, _done: asyncio.Future[bool]) -> None:
+    @property
+    def state_file_writes(self) -> tuple[int, int] | None:
+        """(succeeded, failed) writes of the state file; None without --storage.path."""
+        return None if self.state_file is None else (self._writes[True], self._writes[False])
+
+    def _written(self, done: asyncio.Future[bool]) -> None:
+        if not done.cancelled():
+            self._writes[done.result()] += 1
         if self._write_again:
             self.save_soon()
 

@@ -467,3 +467,60 @@ def test_a_shard_of_other_digits_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match=r"must be i/n, e\.g\. 0/3"):
         parse_shard(value)
     assert parse_shard(" 1 / 3 ") == (1, 3)
+
+
+async def test_a_failing_state_file_shows_in_the_metrics(
+    zoo_of: Callable[..., Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """While the state file cannot be written, a restart would forget the day's spend: the
+    exporter counts its writes by result, and the failed ones show (they were only logged,
+    once)."""
+    import asyncio
+    import shutil
+
+    from exporter.metrics.selfmetrics import SelfMetrics
+
+    def writes(daemon: Daemon) -> dict[str, float]:
+        body = SelfMetrics(daemon, clock=time.monotonic_ns).render(openmetrics=False)
+        return {
+            result: float(line.rsplit(b" ", 1)[1])
+            for result in ("ok", "failed")
+            for line in body.splitlines()
+            if line.startswith(
+                f'zoom_exporter_state_file_writes_total{{result="{result}"}}'.encode()
+            )
+        }
+
+    async def until(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.02)
+
+    async with zoo_of(1, FakeClock()) as zoo, aiohttp.ClientSession() as session:
+        settings = settings_for(zoo, storage_path=tmp_path)
+        daemon = Daemon(lambda: settings, settings, session)
+        assert daemon.state_file_writes == (0, 0)
+        daemon.save_soon()
+        await until(lambda: daemon.state_file_writes == (1, 0))
+        assert writes(daemon) == {"ok": 1.0, "failed": 0.0}
+        # Something takes the file's place: a directory that is not empty cannot be replaced.
+        (tmp_path / "state.json").unlink()
+        (tmp_path / "state.json").mkdir()
+        (tmp_path / "state.json" / "keep").write_text("x")
+        daemon.save_soon()
+        await until(lambda: daemon.state_file_writes == (1, 1))
+        assert writes(daemon) == {"ok": 1.0, "failed": 1.0}
+        shutil.rmtree(tmp_path / "state.json")
+        daemon.save_soon()
+        await until(lambda: daemon.state_file_writes == (2, 1))
+
+
+async def test_without_a_state_file_no_writes_are_counted() -> None:
+    from exporter.metrics.selfmetrics import SelfMetrics, StoreView
+    from exporter.metrics.store import SnapshotStore
+    from exporter.zoom.telemetry import ApiTelemetry
+
+    body = SelfMetrics(StoreView(SnapshotStore(), ApiTelemetry())).render(openmetrics=False)
+    assert b"zoom_exporter_state_file_writes" not in body

@@ -32,6 +32,7 @@ EXPECTED_ALERTS = {
     "ZoomDailyBudgetNearlySpent",
     "ZoomMeetingsDeferred",
     "ZoomExporterConfigReloadFailed",
+    "ZoomExporterStateFileFailing",
     "ZoomParticipantPoorAudio",
     "ZoomParticipantPoorVideo",
     "ZoomMeetingDegraded",
@@ -123,9 +124,14 @@ def test_recording_rules_follow_level_metric_operations() -> None:
     assert expected <= set(records)
 
 
-# The one join that cannot keep `account`: `up` has no such label (a failed scrape loses every
+# The joins that cannot keep `account`: `up` has no such label (a failed scrape loses every
 # account of the target at once).
-TARGET_ONLY_JOINS = {("ZoomExporterDown", "on (job, instance)")}
+# The state file is the process's, for every account at once.
+TARGET_ONLY_JOINS = {
+    ("ZoomExporterDown", "on (job, instance)"),
+    ("ZoomExporterStateFileFailing", "by (job, instance)"),
+    ("ZoomExporterStateFileFailing", "on (job, instance)"),
+}
 
 
 def test_every_aggregation_and_join_keeps_the_account() -> None:
@@ -150,7 +156,11 @@ def test_every_aggregation_and_join_keeps_the_account() -> None:
 def test_alerts_about_an_account_name_it() -> None:
     """Every alert whose series carry `account` says which account, in its summary (for the
     notification's title) or its description."""
-    process_wide = {"ZoomExporterDown", "ZoomExporterConfigReloadFailed"}
+    process_wide = {
+        "ZoomExporterDown",
+        "ZoomExporterConfigReloadFailed",
+        "ZoomExporterStateFileFailing",
+    }
     for alert in alerts():
         if alert["alert"] in process_wide:
             continue

@@ -65,6 +65,9 @@ class DaemonView(Protocol):
     @property
     def config_reload(self) -> tuple[bool, float | None]: ...
 
+    @property
+    def state_file_writes(self) -> tuple[int, int] | None: ...
+
     def accounts(self) -> Sequence[AccountView]: ...
 
 
@@ -78,6 +81,7 @@ class StoreView:
     telemetry: ApiTelemetry
     token: TokenProvider | None = None
     config_reload: tuple[bool, float | None] = (True, None)
+    state_file_writes: tuple[int, int] | None = None  # no state file
 
     @property
     def name(self) -> str:
@@ -315,6 +319,17 @@ def _daemon(view: DaemonView, accounts: Accounts) -> Iterator[Metric]:
             "Unix time of the last successful configuration reload.",
             value=when,
         )
+    writes = view.state_file_writes
+    if writes is not None:
+        family = CounterMetricFamily(
+            "zoom_exporter_state_file_writes",
+            "Writes of the state file (--storage.path) by result: while they fail, a restart "
+            "forgets the day's spend and pauses.",
+            labels=["result"],
+        )
+        family.add_metric(["ok"], writes[0])
+        family.add_metric(["failed"], writes[1])
+        yield family
     yield from _gauges(
         "zoom_exporter_token_expiry_timestamp_seconds",
         "Unix time at which the current Zoom access token expires.",
