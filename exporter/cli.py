@@ -337,5 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         return _fail(error)
     if args.command == "probe":
-        return asyncio.run(probe.run(args, daemon.zoom_client(settings)))
+        names = daemon.account_names(settings)
+        if args.account is not None and args.account not in names:
+            return _fail(
+                SettingsError(
+                    f"probe --account: {args.account!r} is not configured "
+                    f"(accounts: {', '.join(names)})"
+                )
+            )
+        return asyncio.run(probe.run(args, daemon.zoom_client(settings, args.account)))
     return asyncio.run(daemon.serve(lambda: _reload_settings(args), settings, web_config))

@@ -97,15 +97,24 @@ async def zoom_accounts(settings: Settings) -> AsyncIterator[dict[str, ZoomAccou
         }
 
 
+def account_names(settings: Settings) -> tuple[str, ...]:
+    """The names of the accounts configured (the demo's with --demo), in order."""
+    if settings.demo:
+        return tuple(entry[0] for entry in DEMO_ACCOUNTS)
+    return tuple(config.name for config in settings.zoom_accounts())
+
+
 @contextlib.asynccontextmanager
-async def zoom_account(settings: Settings) -> AsyncIterator[ZoomAccount]:
-    """The first account's endpoints and credentials (the first demo account's with --demo):
-    what `probe` calls."""
+async def zoom_account(settings: Settings, name: str | None = None) -> AsyncIterator[ZoomAccount]:
+    """The endpoints and credentials of the account `name` (one of account_names), or of the
+    first: what `probe` calls."""
     async with zoom_accounts(settings) as demo:
         if demo is not None:
-            yield next(iter(demo.values()))
+            yield demo[name] if name is not None else next(iter(demo.values()))
         else:
-            yield real_account(settings, settings.zoom_accounts()[0])
+            configs = {config.name: config for config in settings.zoom_accounts()}
+            config = configs[name] if name is not None else next(iter(configs.values()))
+            yield real_account(settings, config)
 
 
 def demo_configs(settings: Settings, demo: Mapping[str, ZoomAccount]) -> tuple[AccountConfig, ...]:
@@ -161,9 +170,10 @@ def http_session() -> aiohttp.ClientSession:
 
 
 @contextlib.asynccontextmanager
-async def zoom_client(settings: Settings) -> AsyncIterator[ZoomClient]:
-    """A client for the real API, or for an in-process simulator with --demo (for `probe`)."""
-    async with zoom_account(settings) as endpoints, http_session() as session:
+async def zoom_client(settings: Settings, name: str | None = None) -> AsyncIterator[ZoomClient]:
+    """A client for the real API, or for an in-process simulator with --demo (for `probe`),
+    as the account `name` (the first without)."""
+    async with zoom_account(settings, name) as endpoints, http_session() as session:
         yield build_client(session, settings, endpoints)
 
 

@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "other and says which flag to use, exit code 2)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--account", help="the name of the account to ask, from the accounts list (default: first)"
+    )
 
 
 async def fetch(

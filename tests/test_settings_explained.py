@@ -479,3 +479,22 @@ def test_probe_of_an_id_live_as_neither_relays_zoom_and_says_so() -> None:
     )
     webinar = run_cli("probe", "--demo", "--webinar", "--meeting", webinar_id(), "--json")
     assert webinar.returncode == 0, webinar.stderr
+
+
+def test_probe_asks_the_account_it_is_told_to() -> None:
+    """--account picks the account probe calls as: demo-eu's seeded meeting is live there, and
+    not in demo-us (whose meeting ids are its own); an unknown name lists the known ones."""
+    seeded = ("--meeting", str(SEED_MEETING_ID), "--json")
+    first = run_cli("probe", "--demo", *seeded)
+    assert first.returncode == 0, first.stderr
+    named = run_cli("probe", "--demo", "--account", "demo-eu", *seeded)
+    assert named.returncode == 0, named.stderr
+    other = run_cli("probe", "--demo", "--account", "demo-us", *seeded)
+    assert other.returncode == 1, other.stderr
+    assert "Zoom code 3001" in other.stderr
+    unknown = run_cli("probe", "--demo", "--account", "demo-xx", *seeded)
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines()[-1] == (
+        "zoom-qos-exporter: error: probe --account: 'demo-xx' is not configured "
+        "(accounts: demo-eu, demo-us)"
+    )
