@@ -175,6 +175,36 @@ class MockApi:
         self.process.terminate()
         self.process.wait(timeout=10)
 
+    def client(self, session: Any) -> Any:
+        """A ZoomClient of this mock (any credentials do)."""
+        from pydantic import SecretStr
+
+        from exporter.zoom.client import ZoomClient
+
+        return ZoomClient(
+            session,
+            api_url=self.url,
+            oauth_url=self.url + "/oauth/token",
+            account_id="a",
+            client_id="c",
+            client_secret=SecretStr("s"),
+        )
+
+
+async def serve_exporter(store: Any, client: Any) -> tuple[Any, str]:
+    """The real web app for `store` on a free loopback port, with the self-metrics of `client`:
+    (its runner, to clean up; the /metrics URL)."""
+    from aiohttp import web
+
+    from exporter.metrics.selfmetrics import SelfMetrics, StoreView
+    from exporter.web.app import create_app
+
+    view = StoreView(store, client.telemetry, client.token)
+    runner = web.AppRunner(create_app(store, self_metrics=SelfMetrics(view)), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"
+
 
 def start_mock(size: str, workdir: Path) -> MockApi:
     port_file = workdir / f"mock-{os.getpid()}-{time.monotonic_ns()}.port"
@@ -287,16 +317,11 @@ def percentile(values: list[float], q: float) -> float:
 
 async def measure(args: argparse.Namespace, mock: MockApi) -> dict[str, Any]:
     import aiohttp
-    from aiohttp import web
-    from pydantic import SecretStr
 
     from exporter.daemon import GIL_SWITCH_INTERVAL
-    from exporter.metrics.selfmetrics import SelfMetrics, StoreView
     from exporter.metrics.store import SnapshotStore
     from exporter.polling.poller import Poller, PollSettings
     from exporter.series import SeriesOptions
-    from exporter.web.app import create_app
-    from exporter.zoom.client import ZoomClient
 
     sys.setswitchinterval(args.switch_interval or GIL_SWITCH_INTERVAL)  # as the daemon does
     result_switch = sys.getswitchinterval()
@@ -305,23 +330,11 @@ async def measure(args: argparse.Namespace, mock: MockApi) -> dict[str, Any]:
     result: dict[str, Any] = {"size": args.size, "mode": args.mode, "streams": args.streams}
     result["switch_interval"] = result_switch
     async with aiohttp.ClientSession() as session:
-        client = ZoomClient(
-            session,
-            api_url=mock.url,
-            oauth_url=mock.url + "/oauth/token",
-            account_id="a",
-            client_id="c",
-            client_secret=SecretStr("s"),
-        )
+        client = mock.client(session)
         store = SnapshotStore()
         settings = PollSettings(interval=1.0, series=SeriesOptions(mode, count, streams))
         poller = Poller(client, store, settings)
-        view = StoreView(store, client.telemetry, client.token)
-        runner = web.AppRunner(create_app(store, self_metrics=SelfMetrics(view)), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"
+        runner, url = await serve_exporter(store, client)
         ticker = Ticker()
         ticker.start()
         try:

@@ -160,38 +160,21 @@ class GapTicker(bench_scale.Ticker):
 
 async def drive(args: argparse.Namespace, mock: bench_scale.MockApi) -> None:
     import aiohttp
-    from aiohttp import web
-    from pydantic import SecretStr
 
     from exporter.daemon import GIL_SWITCH_INTERVAL
-    from exporter.metrics.selfmetrics import SelfMetrics, StoreView
     from exporter.metrics.store import SnapshotStore
     from exporter.polling.poller import Poller, PollSettings
     from exporter.series import SeriesOptions
-    from exporter.web.app import create_app
-    from exporter.zoom.client import ZoomClient
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     mode, count = SeriesOptions.parse_participants(args.mode)
     streams = frozenset(args.streams.split(","))
     async with aiohttp.ClientSession() as session:
-        client = ZoomClient(
-            session,
-            api_url=mock.url,
-            oauth_url=mock.url + "/oauth/token",
-            account_id="a",
-            client_id="c",
-            client_secret=SecretStr("s"),
-        )
+        client = mock.client(session)
         store = SnapshotStore()
         series = SeriesOptions(mode, count, streams)
         poller = Poller(client, store, PollSettings(1.0, series=series))
-        view = StoreView(store, client.telemetry, client.token)
-        runner = web.AppRunner(create_app(store, self_metrics=SelfMetrics(view)), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"
+        runner, url = await bench_scale.serve_exporter(store, client)
         ticker = GapTicker(args.gap / 1000)
         ticker.start()
         await poller.run_cycle()

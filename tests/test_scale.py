@@ -19,7 +19,6 @@ from exporter.metrics.store import SnapshotStore
 from exporter.polling.poller import LARGE_MEETING, Poller, PollSettings
 from exporter.series import SeriesOptions
 from exporter.web.app import create_app
-from exporter.zoom.client import ZoomClient
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_scale
@@ -51,16 +50,7 @@ async def test_the_loop_never_stalls_during_a_large_cycle(
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # as the daemon does
     try:
         async with aiohttp.ClientSession() as session:
-            from pydantic import SecretStr
-
-            client = ZoomClient(
-                session,
-                api_url=mock_api.url,
-                oauth_url=mock_api.url + "/oauth/token",
-                account_id="a",
-                client_id="c",
-                client_secret=SecretStr("s"),
-            )
+            client = mock_api.client(session)
             store = SnapshotStore()
             poller = Poller(client, store, PollSettings(interval=1.0, series=SeriesOptions()))
             http = await aiohttp_client(create_app(store))
