@@ -7,10 +7,10 @@ whole; the collector only ever reads one. Nothing here does I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Final, TypeVar
+from typing import Final
 
 from exporter.metrics.mos import audio_mos
 from exporter.metrics.quality import participant_quality
@@ -19,8 +19,6 @@ from exporter.privacy import DEFAULT_PRIVACY, ParticipantPrivacy
 from exporter.series import SeriesOptions
 from exporter.zoom import units
 from exporter.zoom.models import MEDIA_PREFIXES, STREAM_SUFFIXES, Participant, QosSample, StreamQos
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,28 +131,12 @@ def _epoch(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
 
-def _memo(parse: Callable[[object], T]) -> Callable[[str | None], T]:
-    """`parse` with its answers kept by input string: Zoom repeats "0.0%" and "25 ms" across
-    thousands of participants. Bounded: emptied when it grows past 65,536 strings."""
-    cache: dict[str | None, T] = {}
-
-    def cached(value: str | None) -> T:
-        try:
-            return cache[value]
-        except KeyError:
-            if len(cache) >= 65_536:
-                cache.clear()
-            result = cache[value] = parse(value)
-            return result
-
-    return cached
-
-
-_bitrate = _memo(units.parse_bitrate)
-_duration = _memo(units.parse_duration)
-_percent = _memo(units.parse_percent)
-_frame_rate = _memo(units.parse_frame_rate)
-_resolution = _memo(units.parse_resolution)
+MEMO_LIMIT = 65_536  # unit strings kept parsed
+_bitrate = units.memo(units.parse_bitrate, MEMO_LIMIT)
+_duration = units.memo(units.parse_duration, MEMO_LIMIT)
+_percent = units.memo(units.parse_percent, MEMO_LIMIT)
+_frame_rate = units.memo(units.parse_frame_rate, MEMO_LIMIT)
+_resolution = units.memo(units.parse_resolution, MEMO_LIMIT)
 
 
 _IDLE: dict[tuple[str | None, ...], StreamReading] = {}  # idle streams' readings, shared

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 
+from exporter.zoom.units import memo
+
 Kind = Literal["meeting", "webinar"]
 KINDS: Final[tuple[Kind, ...]] = ("meeting", "webinar")
 
@@ -73,17 +75,8 @@ def _text(value: Any, info: ValidationInfo) -> str | None:
 
 def _timestamp(value: Any) -> datetime | None:
     if isinstance(value, str):  # minute-aligned sample times repeat across participants
-        try:
-            return _TIMESTAMPS[value]
-        except KeyError:
-            if len(_TIMESTAMPS) >= 4_096:
-                _TIMESTAMPS.clear()
-            parsed = _TIMESTAMPS[value] = _parse_timestamp(value)
-            return parsed
+        return _timestamp_of_string(value)
     return _parse_timestamp(value)
-
-
-_TIMESTAMPS: dict[str, datetime | None] = {}
 
 
 def _parse_timestamp(value: Any) -> datetime | None:
@@ -104,6 +97,9 @@ def _parse_timestamp(value: Any) -> datetime | None:
         return None
     low, high = _TIMESTAMP_RANGE
     return parsed if low <= epoch <= high else None
+
+
+_timestamp_of_string = memo(_parse_timestamp, 4_096)
 
 
 def _list_or_empty(value: Any) -> Any:
