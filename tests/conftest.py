@@ -220,8 +220,6 @@ def start_prometheus(
     rule_files: list[Path] | None = None,
     alertmanager: str | None = None,
 ) -> Prometheus:
-    binary = require_binary("prometheus")
-    port = free_port()
     config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in rule_files or []],
@@ -231,11 +229,18 @@ def start_prometheus(
     }
     if alertmanager:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    return run_prometheus(tmp, config)
+
+
+def run_prometheus(tmp: Path, config: dict[str, Any]) -> Prometheus:
+    """A real Prometheus on a free loopback port with `config` (written to
+    tmp/prometheus.yml, so that relative rule files are read from tmp), its data in tmp."""
+    port = free_port()
     config_path = tmp / "prometheus.yml"
     config_path.write_text(json.dumps(config))  # JSON is YAML
     url = f"http://127.0.0.1:{port}"
     argv = [
-        binary,
+        require_binary("prometheus"),
         f"--config.file={config_path}",
         f"--storage.tsdb.path={tmp / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",

@@ -23,10 +23,8 @@ from conftest import (
     RULE_FILES,
     Exporter,
     Prometheus,
-    free_port,
     http_get,
-    require_binary,
-    start_daemon,
+    run_prometheus,
     start_exporter,
     start_prometheus,
     stop_process,
@@ -557,8 +555,6 @@ def two_accounts(
     `acme/<its account>`, so that every account stays apart."""
     tmp = tmp_path_factory.mktemp("two-accounts")
     target = demo_exporter.url.removeprefix("http://")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in RULE_FILES],
@@ -580,19 +576,11 @@ def two_accounts(
             for name in ACCOUNTS
         ],
     }
-    config_path = tmp / "prometheus.yml"
-    config_path.write_text(json.dumps(config))
-    argv = [
-        require_binary("prometheus"),
-        f"--config.file={config_path}",
-        f"--storage.tsdb.path={tmp / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    process, log = start_daemon(tmp, "prometheus", argv, url)
+    prometheus = run_prometheus(tmp, config)
     try:
-        yield Prometheus(url, process, log)
+        yield prometheus
     finally:
-        stop_process(process)
+        stop_process(prometheus.process)
 
 
 def test_two_accounts_with_the_same_ids_do_not_mix(two_accounts: Prometheus) -> None:

@@ -28,11 +28,10 @@ import yaml
 from conftest import (
     ROOT,
     Exporter,
-    Prometheus,
     free_port,
     http_get,
     require_binary,
-    start_daemon,
+    run_prometheus,
     stop_process,
     wait_for,
 )
@@ -456,16 +455,7 @@ def test_prometheus_scrapes_the_exporter_with_the_stacks_job(
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     run(require_binary("promtool"), "check", "config", str(path))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    argv = [
-        require_binary("prometheus"),
-        f"--config.file={path}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    process, _ = start_daemon(tmp_path, "prometheus", argv, url)
-    prom = Prometheus(url, process, tmp_path / "prometheus.log")
+    prom = run_prometheus(tmp_path, config)
     try:
         name = job["job_name"]
         assert name == "zoom-qos-exporter"
@@ -481,7 +471,7 @@ def test_prometheus_scrapes_the_exporter_with_the_stacks_job(
             what="ZoomExporterDown to clear while the exporter is scraped",
         )
     finally:
-        stop_process(process)
+        stop_process(prom.process)
 
 
 # ---------------------------------------------------------------------------------------------
