@@ -37,6 +37,23 @@ RULE_FILES = sorted((ROOT / "deploy" / "prometheus").glob("*.rules.yml"))
 T = TypeVar("T")
 
 
+# The three credentials as the environment gives them (not real ones).
+ENV_CREDENTIALS = {
+    "ZOOM_EXPORTER_ACCOUNT_ID": "acct",
+    "ZOOM_EXPORTER_CLIENT_ID": "cid",
+    "ZOOM_EXPORTER_CLIENT_SECRET": "top-secret-value",
+}
+
+
+def clear_exporter_env(monkeypatch: pytest.MonkeyPatch, *more: str) -> None:
+    """Take every ZOOM_EXPORTER_* variable (any case, as the settings read them) and every
+    variable starting with one of `more` out of this test's environment."""
+    prefixes = ("ZOOM_EXPORTER_", *more)
+    for name in list(os.environ):
+        if name.upper().startswith(prefixes):
+            monkeypatch.delenv(name)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -22,7 +22,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import Metric
 from pydantic import ValidationError
 
-from conftest import FakeClock
+from conftest import FakeClock, clear_exporter_env
 from exporter.daemon import Daemon
 from exporter.metrics.accounts import compose
 from exporter.metrics.collectors import registry_for
@@ -44,11 +44,7 @@ from exporter.simulator import RateLimits, Scenario, Simulator
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("ZOOM_EXPORTER_") or name.startswith("ACME_"):
-            monkeypatch.delenv(name)
+    clear_exporter_env(monkeypatch, "ACME_")
 
 
 def write(path: Path, text: str, mode: int = 0o600) -> Path:

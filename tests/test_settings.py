@@ -8,23 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ENV_CREDENTIALS, clear_exporter_env
 from exporter.privacy import DEFAULT_PARTICIPANT_LABELS
 from exporter.settings import SettingsError, load_settings
 
-CREDS = {
-    "ZOOM_EXPORTER_ACCOUNT_ID": "acct",
-    "ZOOM_EXPORTER_CLIENT_ID": "cid",
-    "ZOOM_EXPORTER_CLIENT_SECRET": "top-secret-value",
-}
+CREDS = ENV_CREDENTIALS
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("ZOOM_EXPORTER_"):
-            monkeypatch.delenv(name)
+    clear_exporter_env(monkeypatch)
 
 
 def test_defaults_with_demo() -> None:

@@ -17,25 +17,26 @@ import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from conftest import ROOT, start_exporter, stop_process, wait_for
+from conftest import (
+    ENV_CREDENTIALS,
+    ROOT,
+    clear_exporter_env,
+    start_exporter,
+    stop_process,
+    wait_for,
+)
 from exporter.cli import FLAGS
 from exporter.runtime import DEMO_DAILY_CAP, DEMO_POLL_INTERVAL
 from exporter.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from exporter.simulator import SEED_MEETING_ID, Scenario
 from exporter.sources import Origins, YamlLines, describe, unknown_names
 
-CREDS = {
-    "ZOOM_EXPORTER_ACCOUNT_ID": "acct",
-    "ZOOM_EXPORTER_CLIENT_ID": "cid",
-    "ZOOM_EXPORTER_CLIENT_SECRET": "top-secret-value",
-}
+CREDS = ENV_CREDENTIALS
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
+    clear_exporter_env(monkeypatch)
 
 
 def run_cli(
