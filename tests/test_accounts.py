@@ -275,18 +275,20 @@ async def test_the_composed_exposition_is_what_prometheus_client_writes() -> Non
         assert pieces and all(piece in body for piece in pieces)
 
 
-def test_crc32_combine_is_zlibs() -> None:
-    """The composed body's gzip trailer needs the CRC of pieces laid one after another."""
+def test_laid_pieces_carry_zlibs_crc() -> None:
+    """The composed body's gzip trailer needs the CRC of pieces laid one after another,
+    combined from each piece's own (zlib's crc32_combine, which Python lacks)."""
     import random
     import zlib
 
-    from exporter.metrics.exposition import crc32_combine
+    from exporter.metrics.exposition import Form, Piece
 
     rng = random.Random(1952)  # RFC 1952, gzip
     for length in (0, 1, 2, 3, 255, 4096, 65_537, 1 << 20):
         a = rng.randbytes(rng.randrange(0, 3000))
         b = rng.randbytes(length)
-        assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+        form = Form.assemble([Piece.of([a]), Piece.of([b])])
+        assert form.crc == zlib.crc32(a + b) and form.size == len(a) + len(b)
 
 
 # -- the daemon against several simulated accounts ------------------------------------------
